@@ -1,1 +1,242 @@
-//! Placeholder; being written.
+//! A local, Upstash-compatible REST endpoint in front of a real `redis-server`, for development
+//! and for the tests of edge-session's REST backend.
+//!
+//! It speaks the wire protocol of Upstash's REST API as the official clients use it: bearer or
+//! `?_token=` auth, `POST /` (one command), `POST /pipeline` (not atomic), `POST /multi-exec`
+//! (MULTI/EXEC), path-style commands, the JSON result mapping, the `Upstash-Encoding: base64`
+//! rule, an `upstash-sync-token` header on every response, a request size limit, and the
+//! commands Upstash refuses. On top of that a [`Faults`] handle injects failures (5xx, delays,
+//! hangs, cut JSON, plain-text gateway errors) and counts requests, for client tests.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = upstash_local::spawn(
+//!     listener,
+//!     upstash_local::Options::new("redis://127.0.0.1:6379", "secret-token"),
+//! )
+//! .await?;
+//! // Point the client at server.url() with the token "secret-token".
+//! server.faults().inject(upstash_local::Fault::status(503), 1);
+//! assert_eq!(server.faults().requests(), 0);
+//! server.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod backend;
+mod command;
+mod encode;
+mod faults;
+mod service;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use faults::{Fault, Faults, PlannedFault, Route, Stats};
+
+/// Upstash's request size limit on most plans: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// How long a Redis reply may take by default before the request fails with a 503.
+pub const DEFAULT_REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of one endpoint. Build with [`Options::new`], then adjust fields or use the
+/// `with_*` methods.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Where Redis is, e.g. `redis://127.0.0.1:6379` (any URL the `redis` crate accepts).
+    pub redis_url: String,
+    /// The bearer token clients must present.
+    pub token: String,
+    /// Largest accepted request body; larger ones get `ERR max request size exceeded`.
+    pub max_body_bytes: usize,
+    /// Serve the HTTP fault-control endpoints `/__faults` and `/__stats` (behind the token);
+    /// without it they answer 404. The in-process [`Faults`] handle works either way.
+    pub fault_endpoint: bool,
+    /// Per-reply timeout towards Redis; `None` waits forever.
+    pub redis_response_timeout: Option<Duration>,
+}
+
+impl Options {
+    /// Options with the default limits and the fault endpoint off.
+    pub fn new(redis_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            token: token.into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            fault_endpoint: false,
+            redis_response_timeout: Some(DEFAULT_REDIS_RESPONSE_TIMEOUT),
+        }
+    }
+
+    /// Sets [`Options::max_body_bytes`].
+    pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> Self {
+        self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// Sets [`Options::fault_endpoint`].
+    pub fn with_fault_endpoint(mut self, enabled: bool) -> Self {
+        self.fault_endpoint = enabled;
+        self
+    }
+
+    /// Sets [`Options::redis_response_timeout`].
+    pub fn with_redis_response_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.redis_response_timeout = timeout;
+        self
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("token", &"<redacted>")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("fault_endpoint", &self.fault_endpoint)
+            .field("redis_response_timeout", &self.redis_response_timeout)
+            .finish()
+    }
+}
+
+/// The URL without its user and password.
+fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{scheme}://<redacted>@{}", &rest[at + 1..]);
+        }
+    }
+    url.to_owned()
+}
+
+/// A running endpoint. Dropping it starts a graceful shutdown in the background;
+/// [`Server::shutdown`] does the same and waits for it.
+pub struct Server {
+    addr: SocketAddr,
+    faults: Faults,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The address the endpoint listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL for clients, e.g. `http://127.0.0.1:41234` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The fault plan and request counters of this endpoint.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Stops accepting connections, ends requests held by [`Fault::Hang`] or [`Fault::Delay`]
+    /// with a 503, lets the others finish, and waits until the server has stopped.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        self.shutdown.send_replace(true);
+        match self.task.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Starts an endpoint on `listener` (on the current Tokio runtime) in front of the Redis at
+/// `options.redis_url`.
+///
+/// Connects to Redis before returning, so a Redis that is not reachable fails here. Bind the
+/// listener to `127.0.0.1:0` to get a free port.
+///
+/// # Errors
+///
+/// An empty token ([`io::ErrorKind::InvalidInput`]), a listener without a local address, or no
+/// connection to Redis.
+pub async fn spawn(listener: TcpListener, options: Options) -> io::Result<Server> {
+    if options.token.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the token must not be empty",
+        ));
+    }
+    let addr = listener.local_addr()?;
+    let backend = backend::Backend::connect(&options.redis_url, options.redis_response_timeout)
+        .await
+        .map_err(|err| {
+            io::Error::other(format!(
+                "cannot connect to Redis at {}: {err}",
+                redact_url(&options.redis_url)
+            ))
+        })?;
+    let faults = Faults::new();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let app = Arc::new(service::App {
+        token: options.token,
+        max_body_bytes: options.max_body_bytes,
+        fault_endpoint: options.fault_endpoint,
+        backend,
+        faults: faults.clone(),
+        sync_tokens: service::SyncTokens::new(),
+        shutdown: shutdown_rx.clone(),
+    });
+    let router = service::router(app);
+    let mut stop = shutdown_rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await
+    });
+    Ok(Server {
+        addr,
+        faults,
+        shutdown,
+        task: Some(task),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let options = Options::new("redis://user:hunter2@localhost:6379/0", "tok-secret");
+        let text = format!("{options:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("tok-secret"), "{text}");
+        assert!(text.contains("localhost:6379/0"), "{text}");
+        assert_eq!(redact_url("redis://localhost"), "redis://localhost");
+    }
+}

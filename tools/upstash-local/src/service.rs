@@ -1,0 +1,527 @@
+//! The HTTP side: routing, auth, body limit, faults, and the three command routes.
+
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use http_body_util::BodyExt as _;
+use redis::Value;
+use serde_json::{Value as Json, json};
+use tokio::sync::watch;
+
+use crate::backend::{Backend, Transaction};
+use crate::command::{self, Command};
+use crate::encode::{self, Encoding};
+use crate::faults::{Fault, Faults, PlannedFault, Route};
+
+const SYNC_TOKEN: HeaderName = HeaderName::from_static("upstash-sync-token");
+const ENCODING: HeaderName = HeaderName::from_static("upstash-encoding");
+const RESPONSE_FORMAT: HeaderName = HeaderName::from_static("upstash-response-format");
+const UNAUTHORIZED: &str = "WRONGPASS invalid or missing auth token";
+const TOO_LARGE: &str = "ERR max request size exceeded";
+/// How much of an oversized body is still read (and thrown away) before answering, so that a
+/// client still busy sending it gets the error instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Everything a request handler needs.
+pub(crate) struct App {
+    pub(crate) token: String,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) fault_endpoint: bool,
+    pub(crate) backend: Backend,
+    pub(crate) faults: Faults,
+    pub(crate) sync_tokens: SyncTokens,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    /// Resolves once the server is shutting down.
+    async fn shutting_down(&self) {
+        let mut shutdown = self.shutdown.clone();
+        // An error means the sender is gone, which also means shutting down.
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// Opaque, monotonically increasing `upstash-sync-token` values: a random per-server prefix and
+/// a counter, in hex.
+pub(crate) struct SyncTokens {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl SyncTokens {
+    pub(crate) fn new() -> Self {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            prefix: (random >> 32) as u32,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{:08x}{:016x}", self.prefix, n)
+    }
+}
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(handle).with_state(app)
+}
+
+/// Where a request goes, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Command(Route),
+    Faults,
+    Stats,
+    StatsReset,
+    NotFound,
+}
+
+fn classify(method: &Method, path: &str, fault_endpoint: bool) -> Target {
+    match path {
+        "/" if method == Method::POST || method == Method::PUT => Target::Command(Route::Single),
+        "/pipeline" => Target::Command(Route::Pipeline),
+        "/multi-exec" => Target::Command(Route::MultiExec),
+        "/__faults" if fault_endpoint => Target::Faults,
+        "/__stats" if fault_endpoint => Target::Stats,
+        "/__stats/reset" if fault_endpoint => Target::StatsReset,
+        _ if path.starts_with("/__") => Target::NotFound,
+        _ => Target::Command(Route::PathStyle),
+    }
+}
+
+async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
+    let mut response = dispatch(&app, request).await;
+    if let Ok(token) = HeaderValue::from_str(&app.sync_tokens.next()) {
+        response.headers_mut().insert(SYNC_TOKEN, token);
+    }
+    response
+}
+
+async fn dispatch(app: &App, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method;
+    let target = classify(&method, parts.uri.path(), app.fault_endpoint);
+    if let Target::Command(route) = target {
+        app.faults.count_request(route);
+    }
+    if ![Method::HEAD, Method::GET, Method::POST, Method::PUT].contains(&method) {
+        let mut response = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({ "error": "ERR method not allowed" }),
+            false,
+        );
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("HEAD, GET, POST, PUT"),
+        );
+        return response;
+    }
+    if target == Target::NotFound {
+        return error_response(StatusCode::NOT_FOUND, "ERR not found");
+    }
+
+    let mut query_token = None;
+    let mut query = Vec::new();
+    for (key, value) in form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()) {
+        if key == "_token" {
+            query_token.get_or_insert(value.into_owned());
+        } else {
+            query.push((key.into_owned(), value.into_owned()));
+        }
+    }
+    if !authorized(&app.token, &parts.headers, query_token.as_deref()) {
+        return error_response(StatusCode::UNAUTHORIZED, UNAUTHORIZED);
+    }
+
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let body = match read_body(body, content_length, app.max_body_bytes).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return error_response(StatusCode::BAD_REQUEST, TOO_LARGE),
+        Err(BodyError::Read) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &command::malformed("could not read the request body"),
+            );
+        }
+    };
+
+    let route = match target {
+        Target::Command(route) => route,
+        Target::Faults | Target::Stats | Target::StatsReset => {
+            return control(app, target, &method, &body);
+        }
+        Target::NotFound => return error_response(StatusCode::NOT_FOUND, "ERR not found"),
+    };
+
+    let mut truncate = false;
+    match app.faults.take() {
+        None => {}
+        Some(Fault::Status { status }) => {
+            return error_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &format!("ERR upstash-local injected fault: HTTP {status}"),
+            );
+        }
+        Some(Fault::PlainText { status }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let text = format!(
+                "{} {}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("Error")
+            );
+            return response(status, "text/plain; charset=utf-8", text.into_bytes());
+        }
+        Some(Fault::Hang) => {
+            app.shutting_down().await;
+            return shutting_down_response();
+        }
+        Some(Fault::Delay { ms }) => {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                () = app.shutting_down() => return shutting_down_response(),
+            }
+        }
+        Some(Fault::MalformedJson) => truncate = true,
+    }
+
+    if parts
+        .headers
+        .get(RESPONSE_FORMAT)
+        .is_some_and(|format| !format.as_bytes().eq_ignore_ascii_case(b"json"))
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "ERR upstash-local only implements the JSON response format",
+        );
+    }
+    let encoding = match parts.headers.get(ENCODING) {
+        Some(value)
+            if value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"base64") =>
+        {
+            Encoding::Base64
+        }
+        _ => Encoding::Lossy,
+    };
+
+    let (status, json) = match route {
+        Route::Single => single(app, command::parse_single(&body), encoding).await,
+        Route::PathStyle => {
+            let raw_arg = (method == Method::POST || method == Method::PUT).then_some(&body[..]);
+            let parsed = command::parse_path(parts.uri.path(), raw_arg, &query);
+            single(app, parsed, encoding).await
+        }
+        Route::Pipeline => pipeline(app, &body, encoding).await,
+        Route::MultiExec => multi_exec(app, &body, encoding).await,
+    };
+    json_response(status, &json, truncate)
+}
+
+/// Bearer token in `Authorization`, else `?_token=`. A present header decides on its own.
+fn authorized(expected: &str, headers: &HeaderMap, query_token: Option<&str>) -> bool {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let Some((scheme, token)) = value.to_str().ok().and_then(|v| v.trim().split_once(' '))
+        else {
+            return false;
+        };
+        return scheme.eq_ignore_ascii_case("bearer") && same(token.trim(), expected);
+    }
+    query_token.is_some_and(|token| same(token, expected))
+}
+
+/// Compares without stopping at the first difference.
+fn same(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+async fn read_body(
+    mut body: Body,
+    content_length: Option<u64>,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let drain_limit = limit.saturating_add(DRAIN_LIMIT);
+    if content_length.is_some_and(|len| len > drain_limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            bytes = Vec::new();
+            if total > drain_limit {
+                break;
+            }
+        } else {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    if total > limit {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, json: &Json, truncate: bool) -> Response {
+    let mut body = serde_json::to_vec(json).unwrap_or_else(|_| b"{}".to_vec());
+    if truncate {
+        body.truncate(body.len() / 2);
+    }
+    response(status, "application/json", body)
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "error": message }), false)
+}
+
+fn shutting_down_response() -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ERR upstash-local is shutting down",
+    )
+}
+
+fn redis_failure(err: &redis::RedisError) -> (StatusCode, Json) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "error": format!("ERR upstash-local: Redis request failed: {err}") }),
+    )
+}
+
+fn bad_request(message: String) -> (StatusCode, Json) {
+    (StatusCode::BAD_REQUEST, json!({ "error": message }))
+}
+
+/// `POST /` and path style: HTTP 400 with `{"error"}` when the command fails.
+async fn single(
+    app: &App,
+    parsed: Result<Command, String>,
+    encoding: Encoding,
+) -> (StatusCode, Json) {
+    let command = match parsed.and_then(|command| command.check_allowed().map(|()| command)) {
+        Ok(command) => command,
+        Err(message) => return bad_request(message),
+    };
+    app.faults.count_commands(1);
+    match app.backend.pipeline(&[&command]).await {
+        Ok(mut replies) => match replies.pop() {
+            Some(Value::ServerError(err)) => bad_request(encode::error_text(&err)),
+            Some(value) => (
+                StatusCode::OK,
+                json!({ "result": encode::result(value, encoding) }),
+            ),
+            None => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": "ERR upstash-local: no reply from Redis" }),
+            ),
+        },
+        Err(err) => redis_failure(&err),
+    }
+}
+
+/// `POST /pipeline`: every command runs in order (refused ones are skipped), HTTP 200 with one
+/// item per command.
+async fn pipeline(app: &App, body: &[u8], encoding: Encoding) -> (StatusCode, Json) {
+    let commands = match command::parse_batch(body) {
+        Ok(commands) => commands,
+        Err(message) => return bad_request(message),
+    };
+    let checks: Vec<Result<(), String>> = commands.iter().map(Command::check_allowed).collect();
+    let allowed: Vec<&Command> = commands
+        .iter()
+        .zip(&checks)
+        .filter(|(_, check)| check.is_ok())
+        .map(|(command, _)| command)
+        .collect();
+    let mut replies = if allowed.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        app.faults.count_commands(allowed.len());
+        match app.backend.pipeline(&allowed).await {
+            Ok(replies) => replies.into_iter(),
+            Err(err) => return redis_failure(&err),
+        }
+    };
+    let items = checks
+        .into_iter()
+        .map(|check| match check {
+            Err(message) => json!({ "error": message }),
+            Ok(()) => match replies.next() {
+                Some(value) => encode::item(value, encoding),
+                None => json!({ "error": "ERR upstash-local: no reply from Redis" }),
+            },
+        })
+        .collect();
+    (StatusCode::OK, Json::Array(items))
+}
+
+/// `POST /multi-exec`: atomic; HTTP 400 with one `{"error"}` when the transaction is discarded.
+async fn multi_exec(app: &App, body: &[u8], encoding: Encoding) -> (StatusCode, Json) {
+    let commands = match command::parse_batch(body) {
+        Ok(commands) => commands,
+        Err(message) => return bad_request(message),
+    };
+    if let Some(message) = commands.iter().find_map(|c| c.check_allowed().err()) {
+        return bad_request(format!(
+            "EXECABORT Transaction discarded because of: {message}"
+        ));
+    }
+    app.faults.count_commands(commands.len());
+    match app.backend.transaction(&commands).await {
+        Ok(Transaction::Executed(replies)) => (
+            StatusCode::OK,
+            Json::Array(
+                replies
+                    .into_iter()
+                    .map(|value| encode::item(value, encoding))
+                    .collect(),
+            ),
+        ),
+        Ok(Transaction::Discarded(message)) => bad_request(message),
+        Err(err) => redis_failure(&err),
+    }
+}
+
+/// `/__faults` and `/__stats` (only with the fault endpoint enabled).
+fn control(app: &App, target: Target, method: &Method, body: &[u8]) -> Response {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    match (target, read) {
+        (Target::Faults, true) => {}
+        (Target::Faults, false) => {
+            if let Err(message) = plan_faults(&app.faults, body) {
+                return error_response(StatusCode::BAD_REQUEST, &message);
+            }
+        }
+        (Target::Stats, true) => {
+            return json_response(StatusCode::OK, &json!(app.faults.stats()), false);
+        }
+        (Target::StatsReset, false) => {
+            return json_response(StatusCode::OK, &json!(app.faults.reset_stats()), false);
+        }
+        _ => {
+            return error_response(StatusCode::METHOD_NOT_ALLOWED, "ERR method not allowed");
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({ "pending": app.faults.pending() }),
+        false,
+    )
+}
+
+/// Body of `POST /__faults`: `{"mode":"clear"}`, one planned fault such as
+/// `{"mode":"status","status":503,"times":2}`, or an array of them (queued in order).
+fn plan_faults(faults: &Faults, body: &[u8]) -> Result<(), String> {
+    let json: Json =
+        serde_json::from_slice(body).map_err(|err| command::malformed(&err.to_string()))?;
+    let items = match json {
+        Json::Array(items) => items,
+        other => vec![other],
+    };
+    let mut planned = Vec::with_capacity(items.len());
+    for item in items {
+        if item.get("mode").and_then(Json::as_str) == Some("clear") {
+            planned.push(None);
+        } else {
+            let fault: PlannedFault =
+                serde_json::from_value(item).map_err(|err| format!("ERR invalid fault: {err}"))?;
+            planned.push(Some(fault));
+        }
+    }
+    for item in planned {
+        match item {
+            None => faults.clear(),
+            Some(fault) => faults.plan(fault),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            classify(&Method::POST, "/", false),
+            Target::Command(Route::Single)
+        );
+        assert_eq!(
+            classify(&Method::GET, "/", false),
+            Target::Command(Route::PathStyle)
+        );
+        assert_eq!(
+            classify(&Method::GET, "/get/k", false),
+            Target::Command(Route::PathStyle)
+        );
+        assert_eq!(classify(&Method::GET, "/__stats", false), Target::NotFound);
+        assert_eq!(classify(&Method::GET, "/__stats", true), Target::Stats);
+        assert_eq!(classify(&Method::POST, "/__faults", true), Target::Faults);
+    }
+
+    #[test]
+    fn auth_rules() {
+        let mut headers = HeaderMap::new();
+        assert!(!authorized("t", &headers, None));
+        assert!(authorized("t", &headers, Some("t")));
+        assert!(!authorized("t", &headers, Some("x")));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        assert!(authorized("t", &headers, None));
+        assert!(authorized("t", &headers, Some("x")));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer x"));
+        assert!(!authorized("t", &headers, Some("t")), "the header wins");
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic t"));
+        assert!(!authorized("t", &headers, None));
+    }
+
+    #[test]
+    fn sync_tokens_increase() {
+        let tokens = SyncTokens::new();
+        let (a, b) = (tokens.next(), tokens.next());
+        assert_eq!(a.len(), 24);
+        assert!(b > a);
+    }
+}
