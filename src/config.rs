@@ -1,0 +1,406 @@
+//! Configuration, read from environment variables (or any name -> value
+//! lookup, such as a Worker's `env`).
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SESSION_SECRETS` | required | `kid:base64secret[,kid:base64secret...]`; first signs, all verify |
+//! | `SESSION_COOKIE_NAME` | `__Host-session` | cookie name |
+//! | `SESSION_COOKIE_SECURE` | `true` | `Secure` attribute |
+//! | `SESSION_COOKIE_HTTP_ONLY` | `true` | `HttpOnly` attribute |
+//! | `SESSION_COOKIE_SAMESITE` | `lax` | `strict`, `lax` or `none` |
+//! | `SESSION_COOKIE_PATH` | `/` | `Path` attribute |
+//! | `SESSION_COOKIE_DOMAIN` | unset | `Domain` attribute |
+//! | `SESSION_COOKIE_PERSISTENT` | `true` | `Max-Age` up to the absolute expiry |
+//! | `SESSION_KEY_PREFIX` | `es:` | prefix of every Redis key |
+//! | `SESSION_IDLE_TTL` | `30m` | idle timeout (sliding) |
+//! | `SESSION_ABSOLUTE_TTL` | `24h` | absolute lifetime, never extended |
+//! | `SESSION_TOUCH_INTERVAL` | `60s` | a read slides the expiry at most this often |
+//! | `SESSION_MAX_FIELDS` | `64` | user fields per session |
+//! | `SESSION_MAX_VALUE_BYTES` | `16384` | JSON text per field |
+//! | `SESSION_REDIS_CLUSTER` | `false` | never run one script across cluster slots |
+//! | `SESSION_BACKEND` | auto | `rest` or `direct`; auto picks REST when its URL is set |
+//! | `UPSTASH_REDIS_REST_URL` (alias `KV_REST_API_URL`) | | REST endpoint |
+//! | `UPSTASH_REDIS_REST_TOKEN` (alias `KV_REST_API_TOKEN`) | | REST bearer token |
+//! | `REDIS_URL` | | direct Redis URL (feature `direct`) |
+//! | `SESSION_STORE_TIMEOUT_MS` | `3000` | per-attempt timeout |
+//! | `SESSION_STORE_RETRIES` | `2` | extra attempts on retryable failures |
+//!
+//! Durations take a number of seconds or a suffix: `90`, `90s`, `30m`, `24h`, `7d`.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::cookie::{CookieConfig, KeyRing, SameSitePolicy};
+use crate::error::{Error, Result};
+
+/// How sessions behave (everything but the secrets and the backend).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Cookie attributes.
+    pub cookie: CookieConfig,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+    /// Idle timeout: a session unused this long expires.
+    pub idle_ttl: Duration,
+    /// Absolute lifetime from creation (or login); sliding never passes it.
+    pub absolute_ttl: Duration,
+    /// A read moves the idle expiry at most this often (0 = on every read).
+    pub touch_interval: Duration,
+    /// Maximum number of user fields in one session.
+    pub max_fields: usize,
+    /// Maximum JSON text of one field, in bytes.
+    pub max_value_bytes: usize,
+    /// Maximum length of a user id, in bytes.
+    pub max_user_id_bytes: usize,
+    /// Maximum number of sessions a device listing returns.
+    pub max_devices: usize,
+    /// Redis Cluster mode: a login that moves a session between slots runs as
+    /// two single-slot steps instead of one script.
+    pub cluster: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie: CookieConfig::default(),
+            key_prefix: "es:".to_owned(),
+            idle_ttl: Duration::from_secs(30 * 60),
+            absolute_ttl: Duration::from_secs(24 * 60 * 60),
+            touch_interval: Duration::from_secs(60),
+            max_fields: 64,
+            max_value_bytes: 16 * 1024,
+            max_user_id_bytes: 256,
+            max_devices: 100,
+            cluster: false,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Checks the values that can be wrong on their own.
+    pub fn validate(&self) -> Result<()> {
+        self.cookie.validate()?;
+        if self.idle_ttl < Duration::from_secs(1) {
+            return Err(Error::config("SESSION_IDLE_TTL", "must be at least 1 s"));
+        }
+        if self.absolute_ttl < self.idle_ttl {
+            return Err(Error::config(
+                "SESSION_ABSOLUTE_TTL",
+                "must not be shorter than SESSION_IDLE_TTL",
+            ));
+        }
+        if self.touch_interval >= self.idle_ttl {
+            return Err(Error::config(
+                "SESSION_TOUCH_INTERVAL",
+                "must be shorter than SESSION_IDLE_TTL",
+            ));
+        }
+        if self.max_fields == 0 || self.max_value_bytes == 0 {
+            return Err(Error::config(
+                "SESSION_MAX_FIELDS",
+                "limits must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which backend to use, and how to reach it.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum BackendConfig {
+    /// Upstash-style REST.
+    #[cfg(feature = "rest")]
+    Rest(crate::backend::RestConfig),
+    /// Direct Redis.
+    #[cfg(feature = "direct")]
+    Direct {
+        /// `redis://` URL (may hold a password: never printed).
+        url: String,
+        /// Per-attempt timeout.
+        timeout: Duration,
+        /// Extra attempts for idempotent batches.
+        max_retries: u32,
+    },
+}
+
+impl fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            #[cfg(feature = "rest")]
+            BackendConfig::Rest(c) => f.debug_tuple("Rest").field(c).finish(),
+            #[cfg(feature = "direct")]
+            BackendConfig::Direct { timeout, .. } => f
+                .debug_struct("Direct")
+                .field("url", &"<redacted>")
+                .field("timeout", timeout)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl BackendConfig {
+    /// Connects the backend (the direct backend opens its connection here).
+    pub async fn connect(&self) -> Result<crate::backend::AnyBackend> {
+        match self {
+            #[cfg(feature = "rest")]
+            BackendConfig::Rest(c) => Ok(crate::backend::AnyBackend::Rest(
+                crate::backend::RestBackend::new(c.clone())?,
+            )),
+            #[cfg(feature = "direct")]
+            BackendConfig::Direct {
+                url,
+                timeout,
+                max_retries,
+            } => Ok(crate::backend::AnyBackend::Direct(
+                crate::backend::DirectBackend::connect_with(url, *timeout, *max_retries).await?,
+            )),
+        }
+    }
+}
+
+/// Everything read from the environment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Session behaviour.
+    pub session: SessionConfig,
+    /// Signing keys.
+    pub keys: KeyRing,
+    /// The backend.
+    pub backend: BackendConfig,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `get`, which maps a variable name to its value.
+    /// Empty values count as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let secrets = get("SESSION_SECRETS")
+            .ok_or_else(|| Error::config("SESSION_SECRETS", "is required"))?;
+        let keys = KeyRing::parse(&secrets)?;
+
+        let defaults = SessionConfig::default();
+        let d = &defaults.cookie;
+        let mut cookie = CookieConfig::default();
+        cookie.name = get("SESSION_COOKIE_NAME").unwrap_or_else(|| d.name.clone());
+        cookie.secure = flag(&get, "SESSION_COOKIE_SECURE", d.secure)?;
+        cookie.http_only = flag(&get, "SESSION_COOKIE_HTTP_ONLY", d.http_only)?;
+        cookie.persistent = flag(&get, "SESSION_COOKIE_PERSISTENT", d.persistent)?;
+        cookie.path = get("SESSION_COOKIE_PATH").unwrap_or_else(|| d.path.clone());
+        cookie.domain = get("SESSION_COOKIE_DOMAIN");
+        cookie.same_site = match get("SESSION_COOKIE_SAMESITE")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None => d.same_site,
+            Some("lax") => SameSitePolicy::Lax,
+            Some("strict") => SameSitePolicy::Strict,
+            Some("none") => SameSitePolicy::None,
+            Some(_) => {
+                return Err(Error::config(
+                    "SESSION_COOKIE_SAMESITE",
+                    "must be strict, lax or none",
+                ));
+            }
+        };
+
+        let session = SessionConfig {
+            cookie,
+            key_prefix: get("SESSION_KEY_PREFIX").unwrap_or(defaults.key_prefix),
+            idle_ttl: duration(&get, "SESSION_IDLE_TTL", defaults.idle_ttl)?,
+            absolute_ttl: duration(&get, "SESSION_ABSOLUTE_TTL", defaults.absolute_ttl)?,
+            touch_interval: duration(&get, "SESSION_TOUCH_INTERVAL", defaults.touch_interval)?,
+            max_fields: number(&get, "SESSION_MAX_FIELDS", defaults.max_fields)?,
+            max_value_bytes: number(&get, "SESSION_MAX_VALUE_BYTES", defaults.max_value_bytes)?,
+            max_user_id_bytes: defaults.max_user_id_bytes,
+            max_devices: defaults.max_devices,
+            cluster: flag(&get, "SESSION_REDIS_CLUSTER", defaults.cluster)?,
+        };
+        session.validate()?;
+
+        let timeout = Duration::from_millis(number(&get, "SESSION_STORE_TIMEOUT_MS", 3000)?);
+        let retries: u32 = number(&get, "SESSION_STORE_RETRIES", 2)?;
+        let backend = backend_config(&get, timeout, retries)?;
+        Ok(Self {
+            session,
+            keys,
+            backend,
+        })
+    }
+}
+
+fn backend_config(
+    get: &impl Fn(&str) -> Option<String>,
+    timeout: Duration,
+    retries: u32,
+) -> Result<BackendConfig> {
+    let rest_url = get("UPSTASH_REDIS_REST_URL").or_else(|| get("KV_REST_API_URL"));
+    let choice = get("SESSION_BACKEND").map(|v| v.to_ascii_lowercase());
+    let choice = match choice.as_deref() {
+        Some("rest") => "rest",
+        Some("direct") => "direct",
+        Some(_) => return Err(Error::config("SESSION_BACKEND", "must be rest or direct")),
+        None if rest_url.is_some() => "rest",
+        None if get("REDIS_URL").is_some() => "direct",
+        None => {
+            return Err(Error::config(
+                "UPSTASH_REDIS_REST_URL",
+                "set it (and UPSTASH_REDIS_REST_TOKEN), or REDIS_URL for the direct backend",
+            ));
+        }
+    };
+    if choice == "rest" {
+        #[cfg(feature = "rest")]
+        {
+            let url =
+                rest_url.ok_or_else(|| Error::config("UPSTASH_REDIS_REST_URL", "is required"))?;
+            let token = get("UPSTASH_REDIS_REST_TOKEN")
+                .or_else(|| get("KV_REST_API_TOKEN"))
+                .ok_or_else(|| Error::config("UPSTASH_REDIS_REST_TOKEN", "is required"))?;
+            let mut config = crate::backend::RestConfig::new(url, token);
+            config.timeout = timeout;
+            config.max_retries = retries;
+            return Ok(BackendConfig::Rest(config));
+        }
+        #[cfg(not(feature = "rest"))]
+        return Err(Error::config(
+            "SESSION_BACKEND",
+            "built without the rest feature",
+        ));
+    }
+    #[cfg(feature = "direct")]
+    {
+        let url = get("REDIS_URL").ok_or_else(|| Error::config("REDIS_URL", "is required"))?;
+        Ok(BackendConfig::Direct {
+            url,
+            timeout,
+            max_retries: retries,
+        })
+    }
+    #[cfg(not(feature = "direct"))]
+    Err(Error::config(
+        "SESSION_BACKEND",
+        "the direct backend is not built in (feature `direct`, native only)",
+    ))
+}
+
+fn flag(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: bool) -> Result<bool> {
+    match get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(Error::config(name, "must be true or false")),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::config(name, "must be a non-negative whole number")),
+    }
+}
+
+fn duration(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => parse_duration(&v)
+            .ok_or_else(|| Error::config(name, "must be seconds or a number with s, m, h or d")),
+    }
+}
+
+/// Parses `90`, `90s`, `30m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    const SECRET: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration("-1"), None);
+    }
+
+    #[test]
+    fn defaults_and_aliases() {
+        let s = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            ("KV_REST_API_URL", "https://example.upstash.io"),
+            ("KV_REST_API_TOKEN", "tok"),
+        ])
+        .unwrap();
+        assert_eq!(s.session.cookie.name, "__Host-session");
+        assert_eq!(s.session.idle_ttl, Duration::from_secs(1800));
+        assert!(matches!(s.backend, BackendConfig::Rest(_)));
+        assert!(!format!("{s:?}").contains("tok\""));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = settings(&[]).unwrap_err();
+        assert!(e.to_string().contains("SESSION_SECRETS"));
+        let e = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            ("REDIS_URL", "redis://127.0.0.1"),
+            ("SESSION_IDLE_TTL", "2h"),
+            ("SESSION_ABSOLUTE_TTL", "1h"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("SESSION_ABSOLUTE_TTL"));
+        let e = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            ("REDIS_URL", "redis://127.0.0.1"),
+            ("SESSION_COOKIE_SECURE", "false"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("__Host-"));
+    }
+}

@@ -1,0 +1,54 @@
+//! # edge-session
+//!
+//! A session store for serverless and edge runtimes (Cloudflare Workers, AWS
+//! Lambda): any stateless instance recognises a returning user with one round
+//! trip to Redis over HTTP (Upstash-style REST) or TCP, with no sticky routing,
+//! no sweep jobs and no persistent connections.
+//!
+//! - [`cookie`]: 256-bit tokens in HMAC-SHA256 signed cookies, with a key ring
+//!   for rotation. Bad cookies are anonymous visitors and cost no Redis call.
+//! - [`session`]: the session model (one Redis hash per session, one JSON text
+//!   per field, metadata fields) and field-level [`Changes`].
+//! - [`store`]: the operations, each one atomic Lua script in one round trip:
+//!   load + slide, write, create, login with regeneration, logout, device
+//!   listing, revocation, logout-all.
+//! - [`request`]: the per-request flow, [`SessionStore::begin`] and
+//!   [`SessionStore::commit`].
+//! - [`backend`]: the REST backend (native and wasm32) and the direct Redis
+//!   backend (native, feature `direct`).
+//! - [`keys`]: the Redis key layout, ready for Redis Cluster.
+//! - [`config`]: settings from environment variables.
+//!
+//! ```no_run
+//! # async fn run() -> edge_session::Result<()> {
+//! use edge_session::{Settings, SessionStore};
+//!
+//! let settings = Settings::from_env()?;
+//! let backend = settings.backend.connect().await?;
+//! let store = SessionStore::new(backend, settings.session, settings.keys)?;
+//! # let _ = store; Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod cookie;
+mod error;
+pub mod keys;
+pub mod platform;
+pub mod request;
+mod script;
+pub mod session;
+pub mod store;
+
+pub use backend::{AnyBackend, Backend};
+pub use config::{BackendConfig, SessionConfig, Settings};
+pub use cookie::{
+    CookieCodec, CookieConfig, KeyRing, SameSitePolicy, SessionHandle, SessionToken, UserTag,
+};
+pub use error::{Error, Result, ServerError};
+pub use request::{Commit, Logout, RequestSession};
+pub use session::{Applied, Changes, ClientInfo, DeviceSession, Op, Session, Timestamp};
+pub use store::SessionStore;

@@ -1,0 +1,246 @@
+//! The session of one request: load it from the cookie, change it, commit it.
+//!
+//! ```no_run
+//! # async fn handler<B: edge_session::Backend>(
+//! #     store: &edge_session::SessionStore<B>,
+//! #     cookie_header: Option<&str>,
+//! # ) -> edge_session::Result<()> {
+//! use edge_session::ClientInfo;
+//!
+//! // No cookie (or a bad one): no Redis call. A valid cookie: one round trip
+//! // that loads the session and slides its expiry.
+//! let mut session = store.begin(cookie_header, ClientInfo::default()).await?;
+//! let visits: i64 = session.get("visits")?.unwrap_or(0);
+//! session.changes().incr("visits", 1)?;
+//! // One round trip writes the changed fields (nothing at all if nothing changed).
+//! let commit = store.commit(session).await?;
+//! if let Some(set_cookie) = commit.set_cookie {
+//!     // add a `Set-Cookie: {set_cookie}` header to the response
+//! #   let _ = (set_cookie, visits);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Round trips: `begin` costs 0 without a valid cookie and 1 with one;
+//! `commit` costs 0 when nothing changed (a visitor who stores nothing gets no
+//! session and no cookie), 1 for writes, logout, logout-all and login (2 for a
+//! login that moves a session across Redis Cluster slots).
+
+use crate::backend::Backend;
+use crate::cookie::{SessionHandle, SessionToken};
+use crate::error::{Error, Result};
+use crate::session::{Applied, Changes, ClientInfo, Session};
+use crate::store::SessionStore;
+
+/// What a request asked for at logout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logout {
+    /// Destroy this session.
+    Current,
+    /// Destroy every session of this session's user.
+    All,
+}
+
+/// The session state of one request, between [`SessionStore::begin`] and
+/// [`SessionStore::commit`].
+#[derive(Debug)]
+pub struct RequestSession {
+    token: Option<SessionToken>,
+    needs_resign: bool,
+    session: Option<Session>,
+    changes: Changes,
+    login: Option<String>,
+    logout: Option<Logout>,
+    client: ClientInfo,
+}
+
+impl RequestSession {
+    /// The live session, if the request carried a valid cookie of one.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// The bound user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.session.as_ref().and_then(Session::user)
+    }
+
+    /// The session's handle, if there is a live session.
+    pub fn handle(&self) -> Option<&SessionHandle> {
+        self.session.as_ref().map(Session::handle)
+    }
+
+    /// Decodes a field of the loaded session (`Ok(None)` when absent or anonymous).
+    pub fn get<T: serde::de::DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
+        match &self.session {
+            Some(s) => s.get(field),
+            None => Ok(None),
+        }
+    }
+
+    /// The changes to commit; add to them.
+    pub fn changes(&mut self) -> &mut Changes {
+        &mut self.changes
+    }
+
+    /// Signs `user` in on commit (with session regeneration).
+    pub fn login(&mut self, user: impl Into<String>) {
+        self.login = Some(user.into());
+    }
+
+    /// Signs out on commit.
+    pub fn logout(&mut self, scope: Logout) {
+        self.logout = Some(scope);
+    }
+
+    /// The client info recorded for new sessions.
+    pub fn client(&self) -> &ClientInfo {
+        &self.client
+    }
+}
+
+/// What [`SessionStore::commit`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// A `Set-Cookie` header value to send, if the cookie changed (new
+    /// session, re-signed with a newer key, or cleared).
+    pub set_cookie: Option<String>,
+    /// The write, if one happened.
+    pub applied: Option<Applied>,
+    /// The session after the commit, if there is one.
+    pub handle: Option<SessionHandle>,
+    /// The user the session is bound to after the commit.
+    pub user: Option<String>,
+    /// How many sessions a logout destroyed.
+    pub destroyed: u64,
+}
+
+impl<B: Backend> SessionStore<B> {
+    /// Starts a request: verifies the session cookie in `cookie_header` (pure
+    /// computation) and, only when it is valid, loads and slides the session
+    /// in one round trip.
+    pub async fn begin(
+        &self,
+        cookie_header: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<RequestSession> {
+        let verified = cookie_header.and_then(|h| self.cookies().from_header(h));
+        let (token, needs_resign, session) = match verified {
+            Some(v) => {
+                let session = self.load(&v.token).await?;
+                (Some(v.token), v.needs_resign, session)
+            }
+            None => (None, false, None),
+        };
+        Ok(RequestSession {
+            token,
+            needs_resign,
+            session,
+            changes: Changes::new(),
+            login: None,
+            logout: None,
+            client,
+        })
+    }
+
+    /// Applies what the request did to its session, in at most one round trip
+    /// (see the module docs), and says which cookie to send.
+    pub async fn commit(&self, request: RequestSession) -> Result<Commit> {
+        let RequestSession {
+            mut token,
+            needs_resign,
+            mut session,
+            changes,
+            login,
+            logout,
+            client,
+        } = request;
+        let mut commit = Commit::default();
+        let presented_cookie = token.is_some();
+
+        if let Some(scope) = logout {
+            if let Some(t) = token.take() {
+                commit.destroyed = match (scope, session.as_ref().and_then(Session::user)) {
+                    (Logout::All, Some(user)) => self.logout_all(user).await?,
+                    _ => u64::from(self.destroy(&t).await?),
+                };
+            }
+            session = None;
+            if login.is_none() {
+                commit.set_cookie = presented_cookie.then(|| self.cookies().clear_cookie());
+                return Ok(commit);
+            }
+        }
+
+        let live = token.as_ref().filter(|_| session.is_some());
+        if let Some(user) = login {
+            let (new_token, applied) = self.login(live, &user, &changes, &client).await?;
+            return Ok(self.issued(commit, new_token, applied, Some(user)));
+        }
+
+        let user = session.as_ref().and_then(|s| s.user.clone());
+        match (live, changes.is_empty()) {
+            (Some(t), false) => match self.apply(t, &changes).await {
+                Ok(applied) => {
+                    if needs_resign {
+                        commit.set_cookie = Some(self.cookie_for(t, &applied));
+                    }
+                    commit.handle = Some(t.handle());
+                    commit.user = user;
+                    commit.applied = Some(applied);
+                    Ok(commit)
+                }
+                // The session died between load and write. It is never
+                // resurrected: the data goes to a fresh anonymous session,
+                // unless the write was conditional on the old one.
+                Err(Error::SessionGone) if changes.expect_version.is_none() => {
+                    let (t, applied) = self.create(None, &changes, &client).await?;
+                    Ok(self.issued(commit, t, applied, None))
+                }
+                Err(e) => Err(e),
+            },
+            (None, false) => {
+                if changes.expect_version.is_some() {
+                    return Err(Error::SessionGone);
+                }
+                let (t, applied) = self.create(None, &changes, &client).await?;
+                Ok(self.issued(commit, t, applied, None))
+            }
+            (Some(t), true) => {
+                if let (true, Some(s)) = (needs_resign, &session) {
+                    let secs = s.loaded_at().until(s.absolute_expiry()).as_secs();
+                    commit.set_cookie = Some(self.cookies().set_cookie(t, secs));
+                }
+                commit.handle = Some(t.handle());
+                commit.user = user;
+                Ok(commit)
+            }
+            (None, true) => {
+                // A valid cookie whose session is gone: tell the browser to drop it.
+                if presented_cookie {
+                    commit.set_cookie = Some(self.cookies().clear_cookie());
+                }
+                Ok(commit)
+            }
+        }
+    }
+
+    fn cookie_for(&self, token: &SessionToken, applied: &Applied) -> String {
+        let secs = applied.now.until(applied.absolute_expiry).as_secs();
+        self.cookies().set_cookie(token, secs)
+    }
+
+    fn issued(
+        &self,
+        mut commit: Commit,
+        token: SessionToken,
+        applied: Applied,
+        user: Option<String>,
+    ) -> Commit {
+        commit.set_cookie = Some(self.cookie_for(&token, &applied));
+        commit.handle = Some(token.handle());
+        commit.user = user;
+        commit.applied = Some(applied);
+        commit
+    }
+}

@@ -1,0 +1,187 @@
+//! The Lua scripts behind every multi-command session operation, and how they
+//! are run: `EVALSHA` first, `EVAL` for those Redis answers `NOSCRIPT` (a fresh
+//! server, or after `SCRIPT FLUSH`). Redis caches a script after its first
+//! `EVAL`, so the fallback costs one extra round trip once per server.
+
+use std::sync::OnceLock;
+
+use sha1::{Digest, Sha1};
+
+use crate::backend::{Backend, Command, Retry, Value};
+use crate::error::{Error, Result};
+
+/// A Lua script with its SHA-1 digest.
+#[derive(Debug)]
+pub(crate) struct Script {
+    name: &'static str,
+    source: &'static str,
+    sha: OnceLock<String>,
+}
+
+macro_rules! script {
+    ($name:literal) => {
+        Script::new(
+            $name,
+            concat!(
+                include_str!("scripts/lib.lua"),
+                include_str!(concat!("scripts/", $name, ".lua"))
+            ),
+        )
+    };
+}
+
+pub(crate) static LOAD: Script = script!("load");
+pub(crate) static APPLY: Script = script!("apply");
+pub(crate) static CREATE: Script = script!("create");
+pub(crate) static LOGIN: Script = script!("login");
+pub(crate) static TAKE: Script = script!("take");
+pub(crate) static DESTROY: Script = script!("destroy");
+pub(crate) static DEVICES: Script = script!("devices");
+pub(crate) static REVOKE: Script = script!("revoke");
+
+/// Every script, for preloading.
+pub(crate) static ALL: [&Script; 8] = [
+    &LOAD, &APPLY, &CREATE, &LOGIN, &TAKE, &DESTROY, &DEVICES, &REVOKE,
+];
+
+impl Script {
+    const fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            sha: OnceLock::new(),
+        }
+    }
+
+    /// The script's name (for diagnostics).
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The script source.
+    pub(crate) fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// Hex SHA-1 of the source, as Redis computes it.
+    pub(crate) fn sha(&self) -> &str {
+        self.sha
+            .get_or_init(|| hex::encode(Sha1::digest(self.source.as_bytes())))
+    }
+
+    /// A call of this script with `keys` and `args`.
+    pub(crate) fn call(&'static self, keys: Vec<String>, args: Vec<String>) -> ScriptCall {
+        ScriptCall {
+            script: self,
+            keys,
+            args,
+        }
+    }
+}
+
+/// One invocation of a script.
+pub(crate) struct ScriptCall {
+    script: &'static Script,
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl std::fmt::Debug for ScriptCall {
+    /// Names the script and counts keys and arguments; arguments may hold
+    /// session data and are not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ScriptCall({}, {} keys, {} args)",
+            self.script.name(),
+            self.keys.len(),
+            self.args.len()
+        )
+    }
+}
+
+impl ScriptCall {
+    fn command(&self, by_sha: bool) -> Command {
+        let (name, body) = if by_sha {
+            ("EVALSHA", self.script.sha())
+        } else {
+            ("EVAL", self.script.source())
+        };
+        Command::new(name)
+            .arg(body)
+            .arg(self.keys.len())
+            .args(&self.keys)
+            .args(&self.args)
+    }
+}
+
+/// Runs `calls` in one round trip (two the first time a script meets a server)
+/// and returns their results in order. A script's error reply becomes
+/// [`Error::Redis`].
+pub(crate) async fn run<B: Backend + ?Sized>(
+    backend: &B,
+    calls: &[ScriptCall],
+    retry: Retry,
+) -> Result<Vec<Value>> {
+    let commands: Vec<Command> = calls.iter().map(|c| c.command(true)).collect();
+    let mut replies = backend.pipeline(&commands, retry).await?;
+    let missing: Vec<usize> = replies
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Err(e) if e.code() == "NOSCRIPT"))
+        .map(|(i, _)| i)
+        .collect();
+    if !missing.is_empty() {
+        let commands: Vec<Command> = missing.iter().map(|&i| calls[i].command(false)).collect();
+        let again = backend.pipeline(&commands, retry).await?;
+        for (i, reply) in missing.into_iter().zip(again) {
+            replies[i] = reply;
+        }
+    }
+    replies
+        .into_iter()
+        .map(|r| r.map_err(Error::Redis))
+        .collect()
+}
+
+/// Runs one script call.
+pub(crate) async fn run_one<B: Backend + ?Sized>(
+    backend: &B,
+    call: ScriptCall,
+    retry: Retry,
+) -> Result<Value> {
+    run(backend, std::slice::from_ref(&call), retry)
+        .await?
+        .pop()
+        .ok_or(Error::protocol("missing script reply"))
+}
+
+/// Loads every script into the server's cache (`SCRIPT LOAD`), in one round
+/// trip, so that no request pays the `NOSCRIPT` fallback.
+pub(crate) async fn preload<B: Backend + ?Sized>(backend: &B) -> Result<()> {
+    let commands: Vec<Command> = ALL
+        .iter()
+        .map(|s| Command::new("SCRIPT").arg("LOAD").arg(s.source()))
+        .collect();
+    for reply in backend.pipeline(&commands, Retry::Idempotent).await? {
+        reply.map_err(Error::Redis)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_carries_the_shared_library() {
+        for script in ALL {
+            assert!(
+                script.source().contains("local function now_ms()"),
+                "{}",
+                script.name()
+            );
+            assert_eq!(script.sha().len(), 40);
+        }
+    }
+}

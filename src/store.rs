@@ -1,0 +1,553 @@
+//! Session operations over a [`Backend`].
+//!
+//! Every operation below is **one** backend round trip running **one** Lua
+//! script, which checks that the session is still alive before it writes, so
+//! data, TTL and version change together and a write never recreates an expired
+//! or destroyed session. (The first use of a script on a fresh Redis costs one
+//! extra round trip for the `EVAL` fallback; [`SessionStore::preload_scripts`]
+//! avoids even that.)
+//!
+//! # What is atomic where
+//!
+//! | operation | keys | single Redis | Redis Cluster |
+//! |---|---|---|---|
+//! | load + slide | session, user's device set | atomic | atomic (same hash tag) |
+//! | write fields (+ slide) | session, device set | atomic | atomic (same hash tag) |
+//! | create | session, device set | atomic | atomic (same hash tag) |
+//! | destroy | session, device set | atomic | atomic (same hash tag) |
+//! | devices / revoke / revoke others / logout-all | a user's set and sessions | atomic | atomic (same hash tag) |
+//! | login from a session of the same user | old and new session, set | atomic | atomic (same hash tag) |
+//! | login moving a session to another slot | old session, new session, sets | atomic | two steps: the old session is read and deleted atomically (old token dead at once), then the new one is created; if the second step fails the user must sign in again, nothing leaks |
+//!
+//! Device sets are sorted sets scored by each session's expiry and pruned
+//! whenever they are touched; a listing checks every entry against its live
+//! session, so a stale entry is never reported and heals on the next touch.
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, Retry, Value};
+use crate::config::SessionConfig;
+use crate::cookie::{CookieCodec, KeyRing, SessionHandle, SessionToken, UserTag};
+use crate::error::{Error, Result};
+use crate::keys::KeyLayout;
+use crate::script;
+use crate::session::{Applied, Changes, ClientInfo, DeviceSession, Session, Timestamp, meta};
+
+/// The session store: configuration plus a backend. Cheap to clone when the
+/// backend is; build it once per process (or Worker isolate) and share it.
+#[derive(Debug)]
+pub struct SessionStore<B> {
+    backend: B,
+    inner: Arc<Inner>,
+}
+
+impl<B: Clone> Clone for SessionStore<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SessionConfig,
+    codec: CookieCodec,
+    layout: KeyLayout,
+}
+
+/// Who revocation applies to.
+#[derive(Debug, Clone, Copy)]
+enum RevokeMode<'a> {
+    One(&'a SessionHandle),
+    Others(&'a SessionHandle),
+    All,
+}
+
+impl<B: Backend> SessionStore<B> {
+    /// A store over `backend`. Fails when the configuration is invalid.
+    pub fn new(backend: B, config: SessionConfig, keys: KeyRing) -> Result<Self> {
+        config.validate()?;
+        let codec = CookieCodec::new(config.cookie.clone(), keys)?;
+        let layout = KeyLayout::new(config.key_prefix.clone())?;
+        Ok(Self {
+            backend,
+            inner: Arc::new(Inner {
+                config,
+                codec,
+                layout,
+            }),
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    /// The cookie codec (sign, verify, `Set-Cookie` values).
+    pub fn cookies(&self) -> &CookieCodec {
+        &self.inner.codec
+    }
+
+    /// The Redis key layout.
+    pub fn layout(&self) -> &KeyLayout {
+        &self.inner.layout
+    }
+
+    /// Loads every script into Redis's script cache in one round trip.
+    pub async fn preload_scripts(&self) -> Result<()> {
+        script::preload(&self.backend).await
+    }
+
+    fn ms(duration: std::time::Duration) -> String {
+        duration.as_millis().to_string()
+    }
+
+    fn session_keys(&self, token: &SessionToken) -> Vec<String> {
+        let layout = &self.inner.layout;
+        let mut keys = vec![layout.session(token)];
+        if let Some(tag) = token.user_tag() {
+            keys.push(layout.devices(tag));
+        }
+        keys
+    }
+
+    fn check_user(&self, user: &str) -> Result<()> {
+        let limit = self.inner.config.max_user_id_bytes;
+        if user.len() > limit {
+            return Err(Error::TooLarge {
+                what: "user id",
+                limit,
+                actual: user.len(),
+            });
+        }
+        if user.is_empty() || user.chars().any(char::is_control) {
+            return Err(Error::InvalidField {
+                name: "user id".to_owned(),
+                reason: "must be non-empty text without control characters",
+            });
+        }
+        Ok(())
+    }
+
+    fn check_changes(&self, changes: &Changes) -> Result<()> {
+        changes.check_sizes(self.inner.config.max_value_bytes)
+    }
+
+    fn retry_for(changes: &Changes) -> Retry {
+        if changes.has_increments() {
+            Retry::Once
+        } else {
+            Retry::Idempotent
+        }
+    }
+
+    /// Loads the session of `token` and slides its idle expiry (at most once
+    /// per touch interval), in one round trip. `None` when it expired, was
+    /// destroyed, or never existed.
+    pub async fn load(&self, token: &SessionToken) -> Result<Option<Session>> {
+        let config = &self.inner.config;
+        let handle = token.handle();
+        let call = script::LOAD.call(
+            self.session_keys(token),
+            vec![
+                Self::ms(config.idle_ttl),
+                Self::ms(config.touch_interval),
+                handle.as_str().to_owned(),
+            ],
+        );
+        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        parse_session(reply, handle)
+    }
+
+    /// Creates a session holding `changes`, bound to `user` if given, and
+    /// returns its new token. One round trip.
+    pub async fn create(
+        &self,
+        user: Option<&str>,
+        changes: &Changes,
+        client: &ClientInfo,
+    ) -> Result<(SessionToken, Applied)> {
+        self.check_changes(changes)?;
+        if let Some(user) = user {
+            self.check_user(user)?;
+        }
+        let token = SessionToken::generate(user.map(UserTag::of));
+        let call = script::CREATE.call(
+            self.session_keys(&token),
+            self.create_args(&token, user, client, None, changes),
+        );
+        let reply = script::run_one(&self.backend, call, Self::retry_for(changes)).await?;
+        let applied = parse_write(reply, changes, true, self.inner.config.max_fields)?;
+        Ok((token, applied))
+    }
+
+    fn create_args(
+        &self,
+        token: &SessionToken,
+        user: Option<&str>,
+        client: &ClientInfo,
+        old_handle: Option<&SessionHandle>,
+        changes: &Changes,
+    ) -> Vec<String> {
+        let config = &self.inner.config;
+        let mut args = vec![
+            Self::ms(config.idle_ttl),
+            Self::ms(config.absolute_ttl),
+            token.handle().as_str().to_owned(),
+            user.unwrap_or("").to_owned(),
+            client.user_agent.clone().unwrap_or_default(),
+            config.max_fields.to_string(),
+        ];
+        if let Some(old) = old_handle {
+            args.push(old.as_str().to_owned());
+        }
+        args.extend(changes.script_args());
+        args
+    }
+
+    /// Applies field-level `changes` to the live session of `token` and slides
+    /// its expiry, in one atomic round trip.
+    ///
+    /// Fails with [`Error::SessionGone`] when the session no longer exists
+    /// (nothing is written), [`Error::Conflict`] when
+    /// [`Changes::expect_version`] does not match, [`Error::NotAnInteger`],
+    /// [`Error::TooManyFields`] or [`Error::TooLarge`] when a limit is hit.
+    pub async fn apply(&self, token: &SessionToken, changes: &Changes) -> Result<Applied> {
+        self.check_changes(changes)?;
+        let config = &self.inner.config;
+        let mut args = vec![
+            Self::ms(config.idle_ttl),
+            token.handle().as_str().to_owned(),
+            changes
+                .expect_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            config.max_fields.to_string(),
+        ];
+        args.extend(changes.script_args());
+        let call = script::APPLY.call(self.session_keys(token), args);
+        let reply = script::run_one(&self.backend, call, Self::retry_for(changes)).await?;
+        parse_write(reply, changes, false, self.inner.config.max_fields)
+    }
+
+    /// Signs `user` in: a new session under a new token, bound to `user`,
+    /// carrying the user data of the `current` session (if it is alive) plus
+    /// `changes`. The current token is dead from this moment on (session
+    /// fixation defence). One round trip, or two on Redis Cluster when the
+    /// session has to move to another slot.
+    pub async fn login(
+        &self,
+        current: Option<&SessionToken>,
+        user: &str,
+        changes: &Changes,
+        client: &ClientInfo,
+    ) -> Result<(SessionToken, Applied)> {
+        self.check_user(user)?;
+        self.check_changes(changes)?;
+        let Some(current) = current else {
+            return self.create(Some(user), changes, client).await;
+        };
+        let tag = UserTag::of(user);
+        let token = SessionToken::generate(Some(tag.clone()));
+        let new_keys = self.session_keys(&token);
+        let old_keys = self.session_keys(current);
+        let same_slot = KeyLayout::hash_tag(&new_keys[0]) == KeyLayout::hash_tag(&old_keys[0]);
+        let retry = Self::retry_for(changes);
+
+        if same_slot || !self.inner.config.cluster {
+            let mut keys = new_keys;
+            keys.extend(old_keys);
+            let args =
+                self.create_args(&token, Some(user), client, Some(&current.handle()), changes);
+            let reply =
+                script::run_one(&self.backend, script::LOGIN.call(keys, args), retry).await?;
+            return Ok((
+                token,
+                parse_write(reply, changes, true, self.inner.config.max_fields)?,
+            ));
+        }
+
+        // Redis Cluster, different slots: take the old session (atomically
+        // read and delete it), then create the new one with its data.
+        let taken = script::run_one(
+            &self.backend,
+            script::TAKE.call(old_keys, vec![current.handle().as_str().to_owned()]),
+            Retry::Once,
+        )
+        .await?;
+        let mut carried = Changes::new();
+        let flat = taken
+            .into_array()
+            .ok_or(Error::protocol("take: expected an array"))?;
+        for pair in flat.chunks(2) {
+            if let [field, value] = pair {
+                let field = field.as_str().ok_or(Error::protocol("take: field name"))?;
+                let value = value.as_str().ok_or(Error::protocol("take: field value"))?;
+                carried
+                    .ops
+                    .push(crate::session::Op::Set(field.to_owned(), value.to_owned()));
+            }
+        }
+        carried.ops.extend(changes.ops.iter().cloned());
+        let call = script::CREATE.call(
+            self.session_keys(&token),
+            self.create_args(&token, Some(user), client, None, &carried),
+        );
+        let reply = script::run_one(&self.backend, call, retry).await?;
+        Ok((
+            token,
+            parse_write(reply, &carried, true, self.inner.config.max_fields)?,
+        ))
+    }
+
+    /// Destroys the session of `token` (logout). Returns whether it existed.
+    pub async fn destroy(&self, token: &SessionToken) -> Result<bool> {
+        let call = script::DESTROY.call(
+            self.session_keys(token),
+            vec![token.handle().as_str().to_owned()],
+        );
+        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        Ok(reply.as_int() == Some(1))
+    }
+
+    /// The live sessions of `user`, oldest expiry first, with their metadata.
+    /// Dead entries found on the way are pruned. One round trip.
+    pub async fn devices(&self, user: &str) -> Result<Vec<DeviceSession>> {
+        self.check_user(user)?;
+        let tag = UserTag::of(user);
+        let layout = &self.inner.layout;
+        let call = script::DEVICES.call(
+            vec![layout.devices(&tag)],
+            vec![
+                layout.user_sessions_prefix(&tag),
+                self.inner.config.max_devices.to_string(),
+            ],
+        );
+        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        parse_devices(reply)
+    }
+
+    async fn revoke_with(&self, user: &str, mode: RevokeMode<'_>) -> Result<u64> {
+        self.check_user(user)?;
+        let tag = UserTag::of(user);
+        let layout = &self.inner.layout;
+        let (mode, handle) = match mode {
+            RevokeMode::One(h) => ("one", h.as_str()),
+            RevokeMode::Others(h) => ("others", h.as_str()),
+            RevokeMode::All => ("all", ""),
+        };
+        let call = script::REVOKE.call(
+            vec![layout.devices(&tag)],
+            vec![
+                layout.user_sessions_prefix(&tag),
+                mode.to_owned(),
+                handle.to_owned(),
+            ],
+        );
+        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        reply
+            .as_int()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or(Error::protocol("revoke: expected a count"))
+    }
+
+    /// Revokes one session of `user`. Returns whether it existed.
+    pub async fn revoke(&self, user: &str, handle: &SessionHandle) -> Result<bool> {
+        Ok(self.revoke_with(user, RevokeMode::One(handle)).await? == 1)
+    }
+
+    /// Revokes every session of `user` except `keep` ("sign out other devices").
+    pub async fn revoke_others(&self, user: &str, keep: &SessionHandle) -> Result<u64> {
+        self.revoke_with(user, RevokeMode::Others(keep)).await
+    }
+
+    /// Revokes every session of `user` (logout everywhere).
+    pub async fn logout_all(&self, user: &str) -> Result<u64> {
+        self.revoke_with(user, RevokeMode::All).await
+    }
+
+    /// Read-modify-write of one field with optimistic concurrency: loads the
+    /// session, computes the new value with `update`, and writes it only if no
+    /// other write happened in between, retrying up to `attempts` times.
+    /// Fails with [`Error::Conflict`] when every attempt raced.
+    pub async fn update_field<T, F>(
+        &self,
+        token: &SessionToken,
+        field: &str,
+        attempts: u32,
+        mut update: F,
+    ) -> Result<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        let mut last = Error::SessionGone;
+        for _ in 0..attempts.max(1) {
+            let session = self.load(token).await?.ok_or(Error::SessionGone)?;
+            let value = update(session.get::<T>(field)?);
+            let mut changes = Changes::new();
+            changes
+                .set(field, &value)?
+                .expect_version(session.version());
+            match self.apply(token, &changes).await {
+                Ok(_) => return Ok(value),
+                Err(e @ Error::Conflict { .. }) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn int(value: &Value, what: &'static str) -> Result<i64> {
+    value.as_int().ok_or(Error::protocol(what))
+}
+
+fn stamp(value: &Value, what: &'static str) -> Result<Timestamp> {
+    u64::try_from(int(value, what)?)
+        .map(Timestamp)
+        .map_err(|_| Error::protocol(what))
+}
+
+/// Parses the `{status, ...}` reply of a write script.
+fn parse_write(
+    reply: Value,
+    changes: &Changes,
+    creating: bool,
+    max_fields: usize,
+) -> Result<Applied> {
+    let items = reply
+        .into_array()
+        .ok_or(Error::protocol("write: expected an array"))?;
+    let status = items
+        .first()
+        .and_then(Value::as_int)
+        .ok_or(Error::protocol("write: missing status"))?;
+    let item = |i: usize| items.get(i).ok_or(Error::protocol("write: short reply"));
+    match status {
+        0 => {
+            let increments = items
+                .get(5..)
+                .unwrap_or_default()
+                .iter()
+                .map(|v| int(v, "write: increment"))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Applied {
+                version: u64::try_from(int(item(1)?, "write: version")?)
+                    .map_err(|_| Error::protocol("write: version"))?,
+                expires: stamp(item(2)?, "write: expiry")?,
+                now: stamp(item(3)?, "write: time")?,
+                absolute_expiry: stamp(item(4)?, "write: absolute expiry")?,
+                increments,
+            })
+        }
+        1 if creating => Err(Error::protocol("a new session key already existed")),
+        1 => Err(Error::SessionGone),
+        2 => Err(Error::Conflict {
+            expected: changes.expect_version.unwrap_or_default(),
+            found: u64::try_from(int(item(1)?, "write: version")?).unwrap_or_default(),
+        }),
+        3 => Err(Error::NotAnInteger {
+            field: item(1)?.as_str().unwrap_or_default().to_owned(),
+        }),
+        4 => Err(Error::TooManyFields {
+            limit: max_fields,
+            actual: usize::try_from(int(item(1)?, "write: field count")?).unwrap_or_default(),
+        }),
+        _ => Err(Error::protocol("write: unknown status")),
+    }
+}
+
+/// Parses the `{now, expiry, {field, value, ...}}` reply of the load script.
+fn parse_session(reply: Value, handle: SessionHandle) -> Result<Option<Session>> {
+    let items = match reply {
+        Value::Nil => return Ok(None),
+        other => other
+            .into_array()
+            .ok_or(Error::protocol("load: expected an array"))?,
+    };
+    let [now, expires, flat] =
+        <[Value; 3]>::try_from(items).map_err(|_| Error::protocol("load: expected three items"))?;
+    let flat = flat
+        .into_array()
+        .ok_or(Error::protocol("load: expected fields"))?;
+    let mut session = Session {
+        handle,
+        user: None,
+        created: Timestamp::default(),
+        last_seen: Timestamp::default(),
+        expires: stamp(&expires, "load: expiry")?,
+        absolute_expiry: Timestamp::default(),
+        loaded_at: stamp(&now, "load: time")?,
+        version: 0,
+        user_agent: None,
+        fields: Default::default(),
+    };
+    let mut iter = flat.into_iter();
+    while let (Some(name), Some(value)) = (iter.next(), iter.next()) {
+        let name = name
+            .into_string()
+            .ok_or(Error::protocol("load: field name is not UTF-8"))?;
+        let number = || stamp(&value, "load: metadata");
+        match name.as_str() {
+            meta::CREATED => session.created = number()?,
+            meta::SEEN => session.last_seen = number()?,
+            meta::ABSOLUTE => session.absolute_expiry = number()?,
+            meta::VERSION => session.version = number()?.as_millis(),
+            meta::USER => session.user = value.into_string(),
+            meta::USER_AGENT => session.user_agent = value.into_string(),
+            _ if name.starts_with('_') => {}
+            _ => {
+                // Non-UTF-8 bytes can only come from outside edge-session;
+                // keep them visible (lossily) so a decode reports them.
+                let text = match value {
+                    Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => other.into_string().unwrap_or_default(),
+                };
+                session.fields.insert(name, text);
+            }
+        }
+    }
+    Ok(Some(session))
+}
+
+/// Parses the reply of the devices script.
+fn parse_devices(reply: Value) -> Result<Vec<DeviceSession>> {
+    let items = reply
+        .into_array()
+        .ok_or(Error::protocol("devices: expected an array"))?;
+    let list = items
+        .into_iter()
+        .nth(1)
+        .and_then(Value::into_array)
+        .ok_or(Error::protocol("devices: expected a list"))?;
+    list.into_iter()
+        .map(|entry| {
+            let entry = entry
+                .into_array()
+                .ok_or(Error::protocol("devices: expected an entry"))?;
+            let [handle, created, seen, expires, absolute, ua, _user] =
+                <[Value; 7]>::try_from(entry)
+                    .map_err(|_| Error::protocol("devices: entry of wrong size"))?;
+            Ok(DeviceSession {
+                handle: handle
+                    .as_str()
+                    .and_then(SessionHandle::parse)
+                    .ok_or(Error::protocol("devices: bad handle"))?,
+                created: stamp(&created, "devices: created")?,
+                last_seen: stamp(&seen, "devices: seen")?,
+                expires: stamp(&expires, "devices: expiry")?,
+                absolute_expiry: stamp(&absolute, "devices: absolute")?,
+                user_agent: ua.into_string().filter(|s| !s.is_empty()),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,322 @@
+//! Test support: real servers started by the tests themselves, on free ports,
+//! cleaned up on drop. Nothing here talks to a Redis it did not start.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use edge_session::backend::{Command as RedisCommand, Reply, Retry};
+use edge_session::{AnyBackend, Backend, KeyRing, SessionConfig, SessionStore};
+
+pub const SECRETS: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub const ROTATED: &str = "k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=,k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub const REST_TOKEN: &str = "test-rest-token";
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of our own, killed and removed on drop.
+pub struct RedisServer {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = std::env::temp_dir()
+                .join(format!("edge-session-test-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new(&binary)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(&dir)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test installs it)");
+            let mut server = Self { child, dir, port };
+            if server.wait_ready() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false; // port taken or bad flags: try another port
+            }
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut c) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection for inspecting what the store left in Redis.
+    pub fn inspect(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Commands the server executed since the last `CONFIG RESETSTAT`, by name.
+    pub fn command_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.inspect())
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn reset_stats(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut self.inspect())
+            .unwrap();
+    }
+
+    /// Commands executed other than the ones the test's own inspection uses.
+    pub fn store_commands(&self) -> u64 {
+        self.command_counts()
+            .into_iter()
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "info" | "config|resetstat" | "ping" | "client|setinfo" | "hello"
+                )
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Direct,
+    Rest,
+}
+
+/// A backend wrapper that counts round trips and commands. It forwards
+/// everything to the real backend.
+#[derive(Debug, Clone)]
+pub struct Counting<B> {
+    inner: B,
+    trips: Arc<AtomicUsize>,
+    commands: Arc<AtomicUsize>,
+}
+
+impl<B> Counting<B> {
+    pub fn round_trips(&self) -> usize {
+        self.trips.load(Ordering::SeqCst)
+    }
+
+    pub fn commands(&self) -> usize {
+        self.commands.load(Ordering::SeqCst)
+    }
+
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: Backend> Backend for Counting<B> {
+    async fn pipeline(
+        &self,
+        commands: &[RedisCommand],
+        retry: Retry,
+    ) -> edge_session::Result<Vec<Reply>> {
+        self.trips.fetch_add(1, Ordering::SeqCst);
+        self.commands.fetch_add(commands.len(), Ordering::SeqCst);
+        self.inner.pipeline(commands, retry).await
+    }
+
+    async fn transaction(
+        &self,
+        commands: &[RedisCommand],
+        retry: Retry,
+    ) -> edge_session::Result<Vec<Reply>> {
+        self.trips.fetch_add(1, Ordering::SeqCst);
+        self.commands.fetch_add(commands.len(), Ordering::SeqCst);
+        self.inner.transaction(commands, retry).await
+    }
+}
+
+pub type Store = SessionStore<Counting<AnyBackend>>;
+
+/// A redis-server, optionally the local REST endpoint in front of it, and a
+/// store over the chosen backend.
+pub struct Harness {
+    pub kind: Kind,
+    pub rest: Option<upstash_local::Server>,
+    pub redis: RedisServer,
+    pub store: Store,
+}
+
+/// Test defaults: short lifetimes are set per test; slides on every read.
+pub fn test_config() -> SessionConfig {
+    let mut config = SessionConfig::default();
+    config.touch_interval = Duration::ZERO;
+    config
+}
+
+impl Harness {
+    pub async fn start(kind: Kind) -> Self {
+        Self::with_config(kind, test_config()).await
+    }
+
+    pub async fn with_config(kind: Kind, config: SessionConfig) -> Self {
+        let redis = RedisServer::start();
+        let (rest, backend) = Self::backend_for(kind, &redis).await;
+        let store =
+            SessionStore::new(counting(backend), config, KeyRing::parse(SECRETS).unwrap()).unwrap();
+        Self {
+            kind,
+            rest,
+            redis,
+            store,
+        }
+    }
+
+    pub async fn backend_for(
+        kind: Kind,
+        redis: &RedisServer,
+    ) -> (Option<upstash_local::Server>, AnyBackend) {
+        match kind {
+            Kind::Direct => (
+                None,
+                AnyBackend::Direct(
+                    edge_session::backend::DirectBackend::connect(&redis.url())
+                        .await
+                        .unwrap(),
+                ),
+            ),
+            Kind::Rest => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let server = upstash_local::spawn(
+                    listener,
+                    upstash_local::Options::new(redis.url(), REST_TOKEN),
+                )
+                .await
+                .unwrap();
+                let config = edge_session::backend::RestConfig::new(server.url(), REST_TOKEN);
+                let backend = edge_session::backend::RestBackend::new(config).unwrap();
+                (Some(server), AnyBackend::Rest(backend))
+            }
+        }
+    }
+
+    /// A second store over the same Redis with other settings (e.g. another key ring).
+    pub async fn other_store(&self, config: SessionConfig, secrets: &str) -> Store {
+        let (_, backend) = match self.kind {
+            Kind::Direct => Self::backend_for(Kind::Direct, &self.redis).await,
+            Kind::Rest => {
+                let url = self.rest.as_ref().unwrap().url();
+                let config = edge_session::backend::RestConfig::new(url, REST_TOKEN);
+                (
+                    None,
+                    AnyBackend::Rest(edge_session::backend::RestBackend::new(config).unwrap()),
+                )
+            }
+        };
+        SessionStore::new(counting(backend), config, KeyRing::parse(secrets).unwrap()).unwrap()
+    }
+
+    pub fn trips(&self) -> usize {
+        self.store.backend().round_trips()
+    }
+
+    pub fn inspect(&self) -> redis::Connection {
+        self.redis.inspect()
+    }
+
+    /// Every key in the database (SCAN, test-side only).
+    pub fn all_keys(&self) -> Vec<String> {
+        let mut c = self.inspect();
+        let iter: redis::Iter<'_, String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter(&mut c)
+            .unwrap();
+        iter.map(Result::unwrap).collect()
+    }
+
+    pub fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query(&mut self.inspect())
+            .unwrap()
+    }
+}
+
+pub fn counting(backend: AnyBackend) -> Counting<AnyBackend> {
+    Counting {
+        inner: backend,
+        trips: Arc::default(),
+        commands: Arc::default(),
+    }
+}
+
+/// Builds a `Cookie` header from a `Set-Cookie` value.
+pub fn cookie_header(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}

@@ -1,0 +1,4 @@
+//! Integration tests: one binary, real servers started per test.
+
+mod conformance;
+mod support;
