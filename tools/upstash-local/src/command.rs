@@ -91,7 +91,8 @@ pub(crate) fn malformed(detail: &str) -> String {
     format!("ERR malformed request body: {detail}")
 }
 
-/// A command from one JSON array of strings and numbers. Numbers become their decimal text.
+/// A command from one JSON array of strings, numbers and booleans. Numbers become their decimal
+/// text, booleans `true`/`false`.
 fn command_from_json(value: &Json) -> Result<Command, String> {
     let Json::Array(items) = value else {
         return Err(malformed("a command must be a JSON array"));
@@ -101,9 +102,11 @@ fn command_from_json(value: &Json) -> Result<Command, String> {
         match item {
             Json::String(text) => args.push(text.clone().into_bytes()),
             Json::Number(number) => args.push(number_text(number).into_bytes()),
+            // The official JS client passes booleans through as JSON booleans.
+            Json::Bool(flag) => args.push(flag.to_string().into_bytes()),
             _ => {
                 return Err(malformed(
-                    "command arguments must be JSON strings or numbers",
+                    "command arguments must be JSON strings, numbers or booleans",
                 ));
             }
         }
@@ -204,8 +207,8 @@ mod tests {
             &b"not json"[..],
             b"{}",
             b"[]",
-            b"[true]",
             b"[null]",
+            b"[{}]",
             b"[[\"get\"]]",
             b"",
         ] {
