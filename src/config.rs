@@ -188,14 +188,7 @@ impl Settings {
 
         let defaults = SessionConfig::default();
         let d = &defaults.cookie;
-        let mut cookie = CookieConfig::default();
-        cookie.name = get("SESSION_COOKIE_NAME").unwrap_or_else(|| d.name.clone());
-        cookie.secure = flag(&get, "SESSION_COOKIE_SECURE", d.secure)?;
-        cookie.http_only = flag(&get, "SESSION_COOKIE_HTTP_ONLY", d.http_only)?;
-        cookie.persistent = flag(&get, "SESSION_COOKIE_PERSISTENT", d.persistent)?;
-        cookie.path = get("SESSION_COOKIE_PATH").unwrap_or_else(|| d.path.clone());
-        cookie.domain = get("SESSION_COOKIE_DOMAIN");
-        cookie.same_site = match get("SESSION_COOKIE_SAMESITE")
+        let same_site = match get("SESSION_COOKIE_SAMESITE")
             .map(|v| v.to_ascii_lowercase())
             .as_deref()
         {
@@ -209,6 +202,15 @@ impl Settings {
                     "must be strict, lax or none",
                 ));
             }
+        };
+        let cookie = CookieConfig {
+            name: get("SESSION_COOKIE_NAME").unwrap_or_else(|| d.name.clone()),
+            secure: flag(&get, "SESSION_COOKIE_SECURE", d.secure)?,
+            http_only: flag(&get, "SESSION_COOKIE_HTTP_ONLY", d.http_only)?,
+            same_site,
+            path: get("SESSION_COOKIE_PATH").unwrap_or_else(|| d.path.clone()),
+            domain: get("SESSION_COOKIE_DOMAIN"),
+            persistent: flag(&get, "SESSION_COOKIE_PERSISTENT", d.persistent)?,
         };
 
         let session = SessionConfig {

@@ -551,8 +551,10 @@ mod tests {
     #[test]
     fn the_signature_binds_the_cookie_name() {
         let a = codec(K1);
-        let mut config = CookieConfig::default();
-        config.name = "__Host-other".into();
+        let config = CookieConfig {
+            name: "__Host-other".into(),
+            ..CookieConfig::default()
+        };
         let b = CookieCodec::new(config, KeyRing::parse(K1).unwrap()).unwrap();
         let value = a.sign(&SessionToken::generate(None));
         assert!(b.verify(&value).is_none());
@@ -625,8 +627,10 @@ mod tests {
 
     #[test]
     fn host_prefix_rules_are_enforced() {
-        let mut config = CookieConfig::default();
-        config.secure = false;
+        let mut config = CookieConfig {
+            secure: false,
+            ..CookieConfig::default()
+        };
         assert!(config.validate().is_err());
         config.name = "sid".into();
         assert!(config.validate().is_ok());

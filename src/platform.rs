@@ -4,7 +4,7 @@
 //! - [`MaybeSend`] / [`MaybeSync`] are `Send` / `Sync` on native targets
 //!   (Lambda and tokio need `Send` futures) and empty on wasm32, where
 //!   JavaScript-backed values such as reqwest's responses are not `Send`.
-//! - [`sleep`] is tokio's timer on native targets and a JavaScript timer on wasm32.
+//! - `sleep` is tokio's timer on native targets and a JavaScript timer on wasm32.
 
 use std::time::Duration;
 

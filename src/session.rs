@@ -245,14 +245,14 @@ impl Changes {
     /// Checks value sizes against `max_value_bytes`.
     pub(crate) fn check_sizes(&self, max_value_bytes: usize) -> Result<()> {
         for op in &self.ops {
-            if let Op::Set(_, text) = op {
-                if text.len() > max_value_bytes {
-                    return Err(Error::TooLarge {
-                        what: "session field value",
-                        limit: max_value_bytes,
-                        actual: text.len(),
-                    });
-                }
+            if let Op::Set(_, text) = op
+                && text.len() > max_value_bytes
+            {
+                return Err(Error::TooLarge {
+                    what: "session field value",
+                    limit: max_value_bytes,
+                    actual: text.len(),
+                });
             }
         }
         Ok(())

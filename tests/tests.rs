@@ -1,4 +1,5 @@
 //! Integration tests: one binary, real servers started per test.
 
 mod conformance;
+mod rest;
 mod support;

@@ -219,9 +219,10 @@ fn decode_response(route: Route, status: u16, body: &[u8], expected: usize) -> R
     if status == 401 {
         return Err(Error::Unauthorized);
     }
-    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let error_text = json
+    let parsed: std::result::Result<serde_json::Value, _> = serde_json::from_slice(body);
+    let error_text = parsed
         .as_ref()
+        .ok()
         .and_then(|j| j.get("error"))
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned);
@@ -231,9 +232,7 @@ fn decode_response(route: Route, status: u16, body: &[u8], expected: usize) -> R
             message: error_text.unwrap_or_default().chars().take(200).collect(),
         });
     }
-    let Some(json) = json else {
-        return Err(Error::protocol("the response body is not JSON"));
-    };
+    let json = parsed.map_err(|e| Error::protocol_with("the response body is not JSON", e))?;
     match (route, status) {
         (Route::Single, 200 | 400) => Ok(vec![decode_item(&json)?]),
         (Route::Pipeline | Route::MultiExec, 200) => {
