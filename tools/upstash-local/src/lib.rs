@@ -124,6 +124,7 @@ fn redact_url(url: &str) -> String {
 
 /// A running endpoint. Dropping it starts a graceful shutdown in the background;
 /// [`Server::shutdown`] does the same and waits for it.
+#[must_use = "dropping the Server shuts the endpoint down"]
 pub struct Server {
     addr: SocketAddr,
     faults: Faults,

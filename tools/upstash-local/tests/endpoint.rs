@@ -146,6 +146,9 @@ async fn single_command_result_mapping() {
     assert_eq!(env.cmd(json!(["GET", "num"])).await, json!("1000"));
     assert_eq!(env.cmd(json!(["SET", "num", 0.25])).await, json!("OK"));
     assert_eq!(env.cmd(json!(["GET", "num"])).await, json!("0.25"));
+    // The official JS client passes booleans through as JSON booleans.
+    assert_eq!(env.cmd(json!(["SET", "flag", true])).await, json!("OK"));
+    assert_eq!(env.cmd(json!(["GET", "flag"])).await, json!("true"));
     assert_eq!(
         env.cmd(json!(["SET", "ttl", "v", "EX", 100])).await,
         json!("OK")
@@ -678,6 +681,17 @@ async fn methods_and_malformed_bodies() {
             reply.text()
         );
     }
+    // Raw RESP2 responses are not implemented: say so instead of answering JSON.
+    let resp2 = env
+        .send(
+            env.http
+                .post(env.url("/"))
+                .bearer_auth(TOKEN)
+                .header("upstash-response-format", "resp2")
+                .json(&json!(["GET", "p"])),
+        )
+        .await;
+    assert_eq!(resp2.status, 400);
     assert_eq!(env.server.faults().stats().commands, 2);
 }
 
