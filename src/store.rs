@@ -184,8 +184,9 @@ impl<B: Backend> SessionStore<B> {
             self.session_keys(&token),
             self.create_args(&token, user, client, None, changes),
         );
-        let reply = script::run_one(&self.backend, call, Self::retry_for(changes)).await?;
-        let applied = parse_write(reply, changes, true, self.inner.config.max_fields)?;
+        // Safe to retry: a replay of the same create answers without writing.
+        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        let applied = parse_write(reply, changes, self.inner.config.max_fields)?;
         Ok((token, applied))
     }
 
@@ -235,7 +236,7 @@ impl<B: Backend> SessionStore<B> {
         args.extend(changes.script_args());
         let call = script::APPLY.call(self.session_keys(token), args);
         let reply = script::run_one(&self.backend, call, Self::retry_for(changes)).await?;
-        parse_write(reply, changes, false, self.inner.config.max_fields)
+        parse_write(reply, changes, self.inner.config.max_fields)
     }
 
     /// Signs `user` in: a new session under a new token, bound to `user`,
@@ -260,7 +261,8 @@ impl<B: Backend> SessionStore<B> {
         let new_keys = self.session_keys(&token);
         let old_keys = self.session_keys(current);
         let same_slot = KeyLayout::hash_tag(&new_keys[0]) == KeyLayout::hash_tag(&old_keys[0]);
-        let retry = Self::retry_for(changes);
+        // Safe to retry: a replay of the same login answers without writing.
+        let retry = Retry::Idempotent;
 
         if same_slot || !self.inner.config.cluster {
             let mut keys = new_keys;
@@ -271,7 +273,7 @@ impl<B: Backend> SessionStore<B> {
                 script::run_one(&self.backend, script::LOGIN.call(keys, args), retry).await?;
             return Ok((
                 token,
-                parse_write(reply, changes, true, self.inner.config.max_fields)?,
+                parse_write(reply, changes, self.inner.config.max_fields)?,
             ));
         }
 
@@ -304,7 +306,7 @@ impl<B: Backend> SessionStore<B> {
         let reply = script::run_one(&self.backend, call, retry).await?;
         Ok((
             token,
-            parse_write(reply, &carried, true, self.inner.config.max_fields)?,
+            parse_write(reply, &carried, self.inner.config.max_fields)?,
         ))
     }
 
@@ -418,12 +420,7 @@ fn stamp(value: &Value, what: &'static str) -> Result<Timestamp> {
 }
 
 /// Parses the `{status, ...}` reply of a write script.
-fn parse_write(
-    reply: Value,
-    changes: &Changes,
-    creating: bool,
-    max_fields: usize,
-) -> Result<Applied> {
+fn parse_write(reply: Value, changes: &Changes, max_fields: usize) -> Result<Applied> {
     let items = reply
         .into_array()
         .ok_or(Error::protocol("write: expected an array"))?;
@@ -449,7 +446,6 @@ fn parse_write(
                 increments,
             })
         }
-        1 if creating => Err(Error::protocol("a new session key already existed")),
         1 => Err(Error::SessionGone),
         2 => Err(Error::Conflict {
             expected: changes.expect_version.unwrap_or_default(),

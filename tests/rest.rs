@@ -237,3 +237,44 @@ async fn an_unreachable_endpoint_is_unavailable() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_retried_create_or_login_is_applied_once() {
+    let rest = Rest::start().await;
+    let store = rest.store(rest.backend(200, 2));
+    store.preload_scripts().await.unwrap();
+    let mut changes = Changes::new();
+    changes.incr("n", 1).unwrap();
+    // The first attempt is held 500 ms and times out on the client, which
+    // retries; the held request then runs too, and must change nothing.
+    rest.server
+        .faults()
+        .inject(Fault::delay(Duration::from_millis(500)), 1);
+    let (token, applied) = store
+        .create(None, &changes, &ClientInfo::default())
+        .await
+        .unwrap();
+    assert_eq!(applied.increments, [1]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let session = store.load(&token).await.unwrap().unwrap();
+    assert_eq!(
+        session.get::<i64>("n").unwrap(),
+        Some(1),
+        "applied exactly once"
+    );
+    assert_eq!(session.version(), 1);
+
+    rest.server
+        .faults()
+        .inject(Fault::delay(Duration::from_millis(500)), 1);
+    let (user_token, applied) = store
+        .login(Some(&token), "ivy", &changes, &ClientInfo::default())
+        .await
+        .unwrap();
+    assert_eq!(applied.increments, [2]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let session = store.load(&user_token).await.unwrap().unwrap();
+    assert_eq!(session.get::<i64>("n").unwrap(), Some(2));
+    assert_eq!(store.devices("ivy").await.unwrap().len(), 1);
+    assert!(store.load(&token).await.unwrap().is_none());
+}

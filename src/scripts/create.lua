@@ -3,10 +3,10 @@
 -- ARGV[1] idle ms, ARGV[2] absolute lifetime ms, ARGV[3] handle,
 -- ARGV[4] user id ('' = none), ARGV[5] user agent ('' = none),
 -- ARGV[6] max user fields, ARGV[7..] ops (op, field, value)
--- Returns as apply.lua; {1} if the key exists (never overwritten).
+-- Returns as apply.lua. An existing key is never overwritten: see replay().
 local key, set = KEYS[1], KEYS[2]
 if redis.call('EXISTS', key) == 1 then
-  return { 1 }
+  return replay(key, 7)
 end
 local now = now_ms()
 local function current(_) return nil end

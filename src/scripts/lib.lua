@@ -144,3 +144,19 @@ local function create(key, set, handle, now, idle, absolute, user, ua, carried, 
   return reply
 end
 
+-- The reply of a create or login whose new key already exists. Tokens are
+-- 256 random bits, so that can only be this very call arriving a second time
+-- (a retry after a lost response): answer as the first time did, without
+-- writing anything, which makes create and login safe to retry.
+local function replay(key, first)
+  local now = now_ms()
+  local m = redis.call('HMGET', key, '_ver', '_abs')
+  local ttl = math.max(redis.call('PTTL', key), 0)
+  local reply = { 0, tonumber(m[1]) or 1, now + ttl, now, tonumber(m[2]) or now }
+  for i = first, #ARGV, 3 do
+    if ARGV[i] == 'I' then
+      reply[#reply + 1] = tonumber(redis.call('HGET', key, ARGV[i + 1])) or 0
+    end
+  end
+  return reply
+end

@@ -9,7 +9,7 @@
 -- Returns as create.lua.
 local key, set, old_key, old_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', key) == 1 then
-  return { 1 }
+  return replay(key, 8)
 end
 local now = now_ms()
 local flat = redis.call('HGETALL', old_key)
