@@ -59,6 +59,16 @@ fn short_lifetimes(idle_secs: u64, absolute_secs: u64) -> SessionConfig {
     config
 }
 
+/// Signs `user` in, from the session of `current` if given.
+async fn sign_in(h: &Harness, current: Option<&SessionToken>, user: &str) -> SessionToken {
+    let client = ClientInfo::default();
+    h.store
+        .login(current, user, &Changes::new(), &client)
+        .await
+        .unwrap()
+        .0
+}
+
 async fn new_session(h: &Harness, field: &str, value: serde_json::Value) -> SessionToken {
     let mut changes = Changes::new();
     changes.set_json(field, &value).unwrap();
@@ -434,32 +444,14 @@ async fn cluster_mode_login_moves_data_in_two_steps(kind: Kind) {
     h.store.preload_scripts().await.unwrap();
     let anon = new_session(&h, "cart", serde_json::json!([1, 2])).await;
     let before = h.trips();
-    let (token, _) = h
-        .store
-        .login(
-            Some(&anon),
-            "carol",
-            &Changes::new(),
-            &ClientInfo::default(),
-        )
-        .await
-        .unwrap();
+    let token = sign_in(&h, Some(&anon), "carol").await;
     assert_eq!(h.trips() - before, 2, "take + create across slots");
     assert!(h.store.load(&anon).await.unwrap().is_none());
     let s = h.store.load(&token).await.unwrap().unwrap();
     assert_eq!(s.get::<Vec<i64>>("cart").unwrap().unwrap(), [1, 2]);
     // Same user again: same slot, one step.
     let before = h.trips();
-    let (again, _) = h
-        .store
-        .login(
-            Some(&token),
-            "carol",
-            &Changes::new(),
-            &ClientInfo::default(),
-        )
-        .await
-        .unwrap();
+    let again = sign_in(&h, Some(&token), "carol").await;
     assert_eq!(h.trips() - before, 1);
     assert!(h.store.load(&token).await.unwrap().is_none());
     assert_eq!(h.store.devices("carol").await.unwrap().len(), 1);
@@ -485,11 +477,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
             .unwrap();
         tokens.push(t);
     }
-    let (eve, _) = h
-        .store
-        .login(None, "eve", &Changes::new(), &ClientInfo::default())
-        .await
-        .unwrap();
+    let eve = sign_in(&h, None, "eve").await;
     let devices = h.store.devices("dave").await.unwrap();
     assert_eq!(devices.len(), 4);
     let agents: BTreeSet<_> = devices
@@ -525,11 +513,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
     assert_eq!(h.store.devices("dave").await.unwrap().len(), 1);
 
     // A stale entry (session deleted behind our back) is never listed and is pruned.
-    let (t5, _) = h
-        .store
-        .login(None, "dave", &Changes::new(), &ClientInfo::default())
-        .await
-        .unwrap();
+    let t5 = sign_in(&h, None, "dave").await;
     let _: () = redis::cmd("DEL")
         .arg(h.store.layout().session(&t5))
         .query(&mut h.inspect())
@@ -545,10 +529,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
 
     // Logout everywhere through the request flow.
     let header = cookie_header(&h.store.cookies().set_cookie(&tokens[1], 60));
-    h.store
-        .login(None, "dave", &Changes::new(), &ClientInfo::default())
-        .await
-        .unwrap();
+    sign_in(&h, None, "dave").await;
     let mut request = h
         .store
         .begin(Some(&header), ClientInfo::default())
@@ -566,11 +547,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
 
 async fn logout_destroys_and_clears_the_cookie(kind: Kind) {
     let h = Harness::start(kind).await;
-    let (token, _) = h
-        .store
-        .login(None, "frank", &Changes::new(), &ClientInfo::default())
-        .await
-        .unwrap();
+    let token = sign_in(&h, None, "frank").await;
     let header = cookie_header(&h.store.cookies().set_cookie(&token, 60));
     let mut request = h
         .store
@@ -839,11 +816,7 @@ async fn undecodable_field_is_reported(kind: Kind) {
 
 async fn token_is_hashed_at_rest(kind: Kind) {
     let h = Harness::start(kind).await;
-    let (token, _) = h
-        .store
-        .login(None, "grace", &Changes::new(), &ClientInfo::default())
-        .await
-        .unwrap();
+    let token = sign_in(&h, None, "grace").await;
     let cookie = h.store.cookies().sign(&token);
     let secret = cookie.split('.').nth(2).unwrap().to_owned();
     let mut dump = String::new();

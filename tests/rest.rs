@@ -20,13 +20,7 @@ struct Rest {
 impl Rest {
     async fn start() -> Self {
         let redis = RedisServer::start();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = upstash_local::spawn(
-            listener,
-            upstash_local::Options::new(redis.url(), REST_TOKEN),
-        )
-        .await
-        .unwrap();
+        let server = crate::support::spawn_rest(&redis).await;
         Self {
             _redis: redis,
             server,

@@ -248,13 +248,7 @@ impl Harness {
                 ),
             ),
             Kind::Rest => {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let server = upstash_local::spawn(
-                    listener,
-                    upstash_local::Options::new(redis.url(), REST_TOKEN),
-                )
-                .await
-                .unwrap();
+                let server = spawn_rest(redis).await;
                 let config = edge_session::backend::RestConfig::new(server.url(), REST_TOKEN);
                 let backend = edge_session::backend::RestBackend::new(config).unwrap();
                 (Some(server), AnyBackend::Rest(backend))
@@ -305,6 +299,13 @@ impl Harness {
             .query(&mut self.inspect())
             .unwrap()
     }
+}
+
+/// The local Upstash-compatible endpoint in front of `redis`, on a free port.
+pub async fn spawn_rest(redis: &RedisServer) -> upstash_local::Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = upstash_local::Options::new(redis.url(), REST_TOKEN);
+    upstash_local::spawn(listener, options).await.unwrap()
 }
 
 pub fn counting(backend: AnyBackend) -> Counting<AnyBackend> {
