@@ -7,6 +7,7 @@
 //! | `es:s:{<handle>}` | hash | a session not bound to a user |
 //! | `es:s:{<user tag>}<handle>` | hash | a session bound to a user |
 //! | `es:u:{<user tag>}` | sorted set | the user's sessions (members: handles, scores: expiry in ms) |
+//! | `es:active` | sorted set | every live session (members: handles, scores: expiry in ms) |
 //!
 //! `<handle>` is the hex SHA-256 of the token secret, so a dump of Redis holds
 //! no usable cookie. `<user tag>` is derived from the user id
@@ -66,6 +67,12 @@ impl KeyLayout {
     /// The sorted set listing the sessions of the user of `tag`.
     pub fn devices(&self, tag: &UserTag) -> String {
         format!("{}u:{{{}}}", self.prefix, tag.as_str())
+    }
+
+    /// The sorted set of all live sessions (members: handles, scores: expiry
+    /// in ms), behind the active-session count.
+    pub fn active(&self) -> String {
+        format!("{}active", self.prefix)
     }
 
     /// The Redis Cluster hash tag of a key built by this layout.

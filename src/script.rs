@@ -38,11 +38,47 @@ pub(crate) static TAKE: Script = script!("take");
 pub(crate) static DESTROY: Script = script!("destroy");
 pub(crate) static DEVICES: Script = script!("devices");
 pub(crate) static REVOKE: Script = script!("revoke");
+pub(crate) static ACTIVE: Script = script!("active");
+pub(crate) static TRACK: Script = script!("track");
 
 /// Every script, for preloading.
-pub(crate) static ALL: [&Script; 8] = [
-    &LOAD, &APPLY, &CREATE, &LOGIN, &TAKE, &DESTROY, &DEVICES, &REVOKE,
+pub(crate) static ALL: [&Script; 10] = [
+    &LOAD, &APPLY, &CREATE, &LOGIN, &TAKE, &DESTROY, &DEVICES, &REVOKE, &ACTIVE, &TRACK,
 ];
+
+/// The keys of a script call, each with its role letter (see `scripts/lib.lua`):
+/// `s` session, `d` device set, `o` old session, `p` old device set, `a`
+/// active index. The roles travel as the first argument.
+#[derive(Debug, Default)]
+pub(crate) struct Keys {
+    roles: String,
+    names: Vec<String>,
+}
+
+impl Keys {
+    /// Adds `key` in `role`.
+    pub(crate) fn with(mut self, role: char, key: String) -> Self {
+        self.roles.push(role);
+        self.names.push(key);
+        self
+    }
+
+    /// Adds `key` in `role` if there is one.
+    pub(crate) fn maybe(self, role: char, key: Option<String>) -> Self {
+        match key {
+            Some(key) => self.with(role, key),
+            None => self,
+        }
+    }
+
+    /// The key in `role`, if present.
+    pub(crate) fn get(&self, role: char) -> Option<&str> {
+        self.roles
+            .chars()
+            .position(|r| r == role)
+            .map(|i| self.names[i].as_str())
+    }
+}
 
 impl Script {
     const fn new(name: &'static str, source: &'static str) -> Self {
@@ -70,11 +106,14 @@ impl Script {
     }
 
     /// A call of this script with `keys` and `args`.
-    pub(crate) fn call(&'static self, keys: Vec<String>, args: Vec<String>) -> ScriptCall {
+    pub(crate) fn call(&'static self, keys: Keys, args: Vec<String>) -> ScriptCall {
+        let mut all_args = Vec::with_capacity(args.len() + 1);
+        all_args.push(keys.roles);
+        all_args.extend(args);
         ScriptCall {
             script: self,
-            keys,
-            args,
+            keys: keys.names,
+            args: all_args,
         }
     }
 }

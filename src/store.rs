@@ -30,7 +30,7 @@ use crate::config::SessionConfig;
 use crate::cookie::{CookieCodec, KeyRing, SessionHandle, SessionToken, UserTag};
 use crate::error::{Error, Result};
 use crate::keys::KeyLayout;
-use crate::script;
+use crate::script::{self, Keys};
 use crate::session::{Applied, Changes, ClientInfo, DeviceSession, Session, Timestamp, meta};
 
 /// The session store: configuration plus a backend. Cheap to clone when the
@@ -55,6 +55,17 @@ struct Inner {
     config: SessionConfig,
     codec: CookieCodec,
     layout: KeyLayout,
+}
+
+/// An active-index follow-up on Redis Cluster.
+#[derive(Debug, Clone, Copy)]
+enum Track {
+    /// Add or refresh the entry.
+    Set,
+    /// Refresh the entry if it exists.
+    Touch,
+    /// Remove the entry.
+    Delete,
 }
 
 /// Who revocation applies to.
@@ -110,13 +121,88 @@ impl<B: Backend> SessionStore<B> {
         duration.as_millis().to_string()
     }
 
-    fn session_keys(&self, token: &SessionToken) -> Vec<String> {
+    /// Keys of the session of `token` in roles `s` and `d` (its device set,
+    /// if bound), plus the active index where it can join the same script.
+    fn keys_of(&self, token: &SessionToken) -> Keys {
+        self.with_active(self.own_keys(token, 's', 'd'))
+    }
+
+    fn own_keys(&self, token: &SessionToken, session: char, set: char) -> Keys {
         let layout = &self.inner.layout;
-        let mut keys = vec![layout.session(token)];
-        if let Some(tag) = token.user_tag() {
-            keys.push(layout.devices(tag));
+        Keys::default()
+            .with(session, layout.session(token))
+            .maybe(set, token.user_tag().map(|tag| layout.devices(tag)))
+    }
+
+    /// Adds the active index, except on Redis Cluster, where it lives in
+    /// another slot and is kept by [`Self::track`] instead.
+    fn with_active(&self, keys: Keys) -> Keys {
+        if self.inner.config.cluster {
+            keys
+        } else {
+            keys.with('a', self.inner.layout.active())
         }
-        keys
+    }
+
+    /// Redis Cluster only: the call that brings the active index in step
+    /// with an operation in another slot (idempotent; entries also expire by
+    /// their score). `None` when not on a cluster, where the operation's own
+    /// script keeps the index.
+    fn track_call(&self, ops: &[(Track, &SessionHandle)]) -> Option<script::ScriptCall> {
+        if !self.inner.config.cluster || ops.is_empty() {
+            return None;
+        }
+        let idle = Self::ms(self.inner.config.idle_ttl);
+        let mut args = Vec::with_capacity(ops.len() * 3);
+        for (op, handle) in ops {
+            let op = match op {
+                Track::Set => "S",
+                Track::Touch => "T",
+                Track::Delete => "D",
+            };
+            args.extend([op.to_owned(), handle.as_str().to_owned(), idle.clone()]);
+        }
+        let keys = Keys::default().with('a', self.inner.layout.active());
+        Some(script::TRACK.call(keys, args))
+    }
+
+    /// Runs `call`, with the active-index follow-up for `track` in the same
+    /// round trip on Redis Cluster, and returns `call`'s reply.
+    async fn run_tracked(
+        &self,
+        call: script::ScriptCall,
+        track: &[(Track, &SessionHandle)],
+        retry: Retry,
+    ) -> Result<Value> {
+        let mut calls = vec![call];
+        calls.extend(self.track_call(track));
+        let mut replies = script::run(&self.backend, &calls, retry).await?;
+        replies.truncate(1);
+        replies.pop().ok_or(Error::protocol("missing script reply"))
+    }
+
+    /// Runs the active-index follow-up alone (Redis Cluster only).
+    async fn track(&self, track: &[(Track, &SessionHandle)]) -> Result<()> {
+        if let Some(call) = self.track_call(track) {
+            script::run(&self.backend, &[call], Retry::Idempotent).await?;
+        }
+        Ok(())
+    }
+
+    /// The number of live sessions. One round trip.
+    pub async fn active_sessions(&self) -> Result<u64> {
+        let keys = Keys::default().with('a', self.inner.layout.active());
+        let reply = script::run_one(
+            &self.backend,
+            script::ACTIVE.call(keys, Vec::new()),
+            Retry::Idempotent,
+        )
+        .await?;
+        reply
+            .into_array()
+            .and_then(|items| items.get(1).and_then(Value::as_int))
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or(Error::protocol("active: expected a count"))
     }
 
     fn check_user(&self, user: &str) -> Result<()> {
@@ -156,7 +242,7 @@ impl<B: Backend> SessionStore<B> {
         let config = &self.inner.config;
         let handle = token.handle();
         let call = script::LOAD.call(
-            self.session_keys(token),
+            self.keys_of(token),
             vec![
                 Self::ms(config.idle_ttl),
                 Self::ms(config.touch_interval),
@@ -164,7 +250,17 @@ impl<B: Backend> SessionStore<B> {
             ],
         );
         let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
-        parse_session(reply, handle)
+        let session = parse_session(reply, handle)?;
+        // On Redis Cluster: a follow-up when the session slid (at most once per
+        // touch interval) or turned out dead.
+        match &session {
+            Some(s) if s.last_seen == s.loaded_at => {
+                self.track(&[(Track::Touch, &s.handle)]).await?
+            }
+            Some(_) => {}
+            None => self.track(&[(Track::Delete, &token.handle())]).await?,
+        }
+        Ok(session)
     }
 
     /// Creates a session holding `changes`, bound to `user` if given, and
@@ -181,11 +277,14 @@ impl<B: Backend> SessionStore<B> {
         }
         let token = SessionToken::generate(user.map(UserTag::of));
         let call = script::CREATE.call(
-            self.session_keys(&token),
+            self.keys_of(&token),
             self.create_args(&token, user, client, None, changes),
         );
         // Safe to retry: a replay of the same create answers without writing.
-        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        let handle = token.handle();
+        let reply = self
+            .run_tracked(call, &[(Track::Set, &handle)], Retry::Idempotent)
+            .await?;
         let applied = parse_write(reply, changes, self.inner.config.max_fields)?;
         Ok((token, applied))
     }
@@ -234,9 +333,18 @@ impl<B: Backend> SessionStore<B> {
             config.max_fields.to_string(),
         ];
         args.extend(changes.script_args());
-        let call = script::APPLY.call(self.session_keys(token), args);
-        let reply = script::run_one(&self.backend, call, Self::retry_for(changes)).await?;
-        parse_write(reply, changes, self.inner.config.max_fields)
+        let call = script::APPLY.call(self.keys_of(token), args);
+        let handle = token.handle();
+        let reply = self
+            .run_tracked(call, &[(Track::Touch, &handle)], Self::retry_for(changes))
+            .await?;
+        match parse_write(reply, changes, config.max_fields) {
+            Err(Error::SessionGone) => {
+                self.track(&[(Track::Delete, &handle)]).await?;
+                Err(Error::SessionGone)
+            }
+            other => other,
+        }
     }
 
     /// Signs `user` in: a new session under a new token, bound to `user`,
@@ -256,109 +364,122 @@ impl<B: Backend> SessionStore<B> {
         let Some(current) = current else {
             return self.create(Some(user), changes, client).await;
         };
-        let tag = UserTag::of(user);
-        let token = SessionToken::generate(Some(tag.clone()));
-        let new_keys = self.session_keys(&token);
-        let old_keys = self.session_keys(current);
-        let same_slot = KeyLayout::hash_tag(&new_keys[0]) == KeyLayout::hash_tag(&old_keys[0]);
+        let token = SessionToken::generate(Some(UserTag::of(user)));
+        let layout = &self.inner.layout;
+        let same_slot = KeyLayout::hash_tag(&layout.session(&token))
+            == KeyLayout::hash_tag(&layout.session(current));
+        let max_fields = self.inner.config.max_fields;
+        let (new_handle, old_handle) = (token.handle(), current.handle());
+        let track = [(Track::Set, &new_handle), (Track::Delete, &old_handle)];
         // Safe to retry: a replay of the same login answers without writing.
         let retry = Retry::Idempotent;
 
-        if same_slot || !self.inner.config.cluster {
-            let mut keys = new_keys;
-            keys.extend(old_keys);
+        let applied = if same_slot || !self.inner.config.cluster {
+            let mut keys = self.own_keys(&token, 's', 'd');
+            let old = self.own_keys(current, 'o', 'p');
+            for role in ['o', 'p'] {
+                keys = keys.maybe(role, old.get(role).map(str::to_owned));
+            }
             let args =
                 self.create_args(&token, Some(user), client, Some(&current.handle()), changes);
-            let reply =
-                script::run_one(&self.backend, script::LOGIN.call(keys, args), retry).await?;
-            return Ok((
-                token,
-                parse_write(reply, changes, self.inner.config.max_fields)?,
-            ));
-        }
-
-        // Redis Cluster, different slots: take the old session (atomically
-        // read and delete it), then create the new one with its data.
-        let taken = script::run_one(
-            &self.backend,
-            script::TAKE.call(old_keys, vec![current.handle().as_str().to_owned()]),
-            Retry::Once,
-        )
-        .await?;
-        let mut carried = Changes::new();
-        let flat = taken
-            .into_array()
-            .ok_or(Error::protocol("take: expected an array"))?;
-        for pair in flat.chunks(2) {
-            if let [field, value] = pair {
-                let field = field.as_str().ok_or(Error::protocol("take: field name"))?;
-                let value = value.as_str().ok_or(Error::protocol("take: field value"))?;
-                carried
-                    .ops
-                    .push(crate::session::Op::Set(field.to_owned(), value.to_owned()));
+            let call = script::LOGIN.call(self.with_active(keys), args);
+            let reply = self.run_tracked(call, &track, retry).await?;
+            parse_write(reply, changes, max_fields)?
+        } else {
+            // Redis Cluster, different slots: take the old session (atomically
+            // read and delete it), then create the new one with its data.
+            let call = script::TAKE.call(
+                self.own_keys(current, 's', 'd'),
+                vec![current.handle().as_str().to_owned()],
+            );
+            let taken = script::run_one(&self.backend, call, Retry::Once).await?;
+            let mut carried = Changes::new();
+            let flat = taken
+                .into_array()
+                .ok_or(Error::protocol("take: expected an array"))?;
+            for pair in flat.chunks(2) {
+                if let [field, value] = pair {
+                    let field = field.as_str().ok_or(Error::protocol("take: field name"))?;
+                    let value = value.as_str().ok_or(Error::protocol("take: field value"))?;
+                    carried
+                        .ops
+                        .push(crate::session::Op::Set(field.to_owned(), value.to_owned()));
+                }
             }
-        }
-        carried.ops.extend(changes.ops.iter().cloned());
-        let call = script::CREATE.call(
-            self.session_keys(&token),
-            self.create_args(&token, Some(user), client, None, &carried),
-        );
-        let reply = script::run_one(&self.backend, call, retry).await?;
-        Ok((
-            token,
-            parse_write(reply, &carried, self.inner.config.max_fields)?,
-        ))
+            carried.ops.extend(changes.ops.iter().cloned());
+            let call = script::CREATE.call(
+                self.keys_of(&token),
+                self.create_args(&token, Some(user), client, None, &carried),
+            );
+            let reply = self.run_tracked(call, &track, retry).await?;
+            parse_write(reply, &carried, max_fields)?
+        };
+        Ok((token, applied))
     }
 
     /// Destroys the session of `token` (logout). Returns whether it existed.
     pub async fn destroy(&self, token: &SessionToken) -> Result<bool> {
-        let call = script::DESTROY.call(
-            self.session_keys(token),
-            vec![token.handle().as_str().to_owned()],
-        );
-        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        let handle = token.handle();
+        let call = script::DESTROY.call(self.keys_of(token), vec![handle.as_str().to_owned()]);
+        let reply = self
+            .run_tracked(call, &[(Track::Delete, &handle)], Retry::Idempotent)
+            .await?;
         Ok(reply.as_int() == Some(1))
+    }
+
+    /// Keys of the device set of `user`, plus the active index where allowed.
+    fn user_keys(&self, user: &str) -> Result<(UserTag, Keys)> {
+        self.check_user(user)?;
+        let tag = UserTag::of(user);
+        let keys = Keys::default().with('d', self.inner.layout.devices(&tag));
+        Ok((tag, self.with_active(keys)))
     }
 
     /// The live sessions of `user`, oldest expiry first, with their metadata.
     /// Dead entries found on the way are pruned. One round trip.
     pub async fn devices(&self, user: &str) -> Result<Vec<DeviceSession>> {
-        self.check_user(user)?;
-        let tag = UserTag::of(user);
-        let layout = &self.inner.layout;
-        let call = script::DEVICES.call(
-            vec![layout.devices(&tag)],
-            vec![
-                layout.user_sessions_prefix(&tag),
-                self.inner.config.max_devices.to_string(),
-            ],
-        );
-        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
+        let (tag, keys) = self.user_keys(user)?;
+        let args = vec![
+            self.inner.layout.user_sessions_prefix(&tag),
+            self.inner.config.max_devices.to_string(),
+        ];
+        let reply = script::run_one(
+            &self.backend,
+            script::DEVICES.call(keys, args),
+            Retry::Idempotent,
+        )
+        .await?;
         parse_devices(reply)
     }
 
     async fn revoke_with(&self, user: &str, mode: RevokeMode<'_>) -> Result<u64> {
-        self.check_user(user)?;
-        let tag = UserTag::of(user);
-        let layout = &self.inner.layout;
+        let (tag, keys) = self.user_keys(user)?;
         let (mode, handle) = match mode {
             RevokeMode::One(h) => ("one", h.as_str()),
             RevokeMode::Others(h) => ("others", h.as_str()),
             RevokeMode::All => ("all", ""),
         };
-        let call = script::REVOKE.call(
-            vec![layout.devices(&tag)],
-            vec![
-                layout.user_sessions_prefix(&tag),
-                mode.to_owned(),
-                handle.to_owned(),
-            ],
-        );
-        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
-        reply
-            .as_int()
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or(Error::protocol("revoke: expected a count"))
+        let args = vec![
+            self.inner.layout.user_sessions_prefix(&tag),
+            mode.to_owned(),
+            handle.to_owned(),
+        ];
+        let reply = script::run_one(
+            &self.backend,
+            script::REVOKE.call(keys, args),
+            Retry::Idempotent,
+        )
+        .await?;
+        let gone = reply
+            .into_array()
+            .ok_or(Error::protocol("revoke: expected a list"))?
+            .iter()
+            .map(|v| v.as_str().and_then(SessionHandle::parse))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(Error::protocol("revoke: bad handle"))?;
+        let track: Vec<_> = gone.iter().map(|h| (Track::Delete, h)).collect();
+        self.track(&track).await?;
+        Ok(gone.len() as u64)
     }
 
     /// Revokes one session of `user`. Returns whether it existed.

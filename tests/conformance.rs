@@ -50,6 +50,8 @@ conformance!(
     token_is_hashed_at_rest,
     transactions_and_pipelines,
     mixed_workload_leaves_no_key_without_ttl,
+    active_session_count_matches_a_brute_force_count,
+    active_session_count_on_cluster_mode,
 );
 
 fn short_lifetimes(idle_secs: u64, absolute_secs: u64) -> SessionConfig {
@@ -951,6 +953,66 @@ async fn mixed_workload_leaves_no_key_without_ttl(kind: Kind) {
     );
     assert!(
         keys.iter()
-            .all(|k| k.starts_with("es:s:{") || k.starts_with("es:u:{"))
+            .all(|k| k.starts_with("es:s:{") || k.starts_with("es:u:{") || k == "es:active")
     );
+}
+
+/// Live sessions counted the slow way: every session hash in the database.
+fn brute_force_live_sessions(h: &Harness) -> u64 {
+    h.all_keys()
+        .iter()
+        .filter(|k| k.starts_with("es:s:"))
+        .count() as u64
+}
+
+async fn check_active_count(h: &Harness) {
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        tokens.push(new_session(h, "i", serde_json::json!(i)).await);
+    }
+    assert_eq!(h.store.active_sessions().await.unwrap(), 12);
+    let alice = sign_in(h, Some(&tokens[0]), "alice").await;
+    sign_in(h, Some(&tokens[1]), "bob").await;
+    sign_in(h, Some(&tokens[2]), "bob").await;
+    sign_in(h, None, "bob").await;
+    h.store.destroy(&tokens[3]).await.unwrap();
+    h.store.load(&alice).await.unwrap().unwrap();
+    let mut changes = Changes::new();
+    changes.incr("n", 1).unwrap();
+    h.store.apply(&alice, &changes).await.unwrap();
+    assert_eq!(
+        h.store.active_sessions().await.unwrap(),
+        brute_force_live_sessions(h)
+    );
+    assert_eq!(h.store.logout_all("bob").await.unwrap(), 3);
+    assert_eq!(brute_force_live_sessions(h), 9);
+    assert_eq!(h.store.active_sessions().await.unwrap(), 9);
+    // Expiry is counted too: sessions with a short idle timeout drop out.
+    let mut short = test_config();
+    short.idle_ttl = Duration::from_secs(1);
+    short.absolute_ttl = Duration::from_secs(60);
+    short.cluster = h.store.config().cluster;
+    let other = h.other_store(short, SECRETS).await;
+    let mut changes = Changes::new();
+    changes.set("x", &1).unwrap();
+    other
+        .create(None, &changes, &ClientInfo::default())
+        .await
+        .unwrap();
+    assert_eq!(h.store.active_sessions().await.unwrap(), 10);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(h.store.active_sessions().await.unwrap(), 9);
+    assert_eq!(brute_force_live_sessions(h), 9);
+}
+
+async fn active_session_count_matches_a_brute_force_count(kind: Kind) {
+    let h = Harness::start(kind).await;
+    check_active_count(&h).await;
+}
+
+async fn active_session_count_on_cluster_mode(kind: Kind) {
+    let mut config = test_config();
+    config.cluster = true;
+    let h = Harness::with_config(kind, config).await;
+    check_active_count(&h).await;
 }

@@ -1,16 +1,16 @@
 -- Creates a session (first write of a visitor, or a login without a session).
--- KEYS[1] new session hash, KEYS[2] device set (bound sessions only)
--- ARGV[1] idle ms, ARGV[2] absolute lifetime ms, ARGV[3] handle,
--- ARGV[4] user id ('' = none), ARGV[5] user agent ('' = none),
--- ARGV[6] max user fields, ARGV[7..] ops (op, field, value)
+-- Keys: s new session hash, d device set (bound sessions), a active index.
+-- ARGV[2] idle ms, ARGV[3] absolute lifetime ms, ARGV[4] handle,
+-- ARGV[5] user id ('' = none), ARGV[6] user agent ('' = none),
+-- ARGV[7] max user fields, ARGV[8..] ops (op, field, value)
 -- Returns as apply.lua. An existing key is never overwritten: see replay().
-local key, set = KEYS[1], KEYS[2]
+local key, set = K.s, K.d
 if redis.call('EXISTS', key) == 1 then
-  return replay(key, 7)
+  return replay(key, 8)
 end
 local now = now_ms()
 local function current(_) return nil end
-local bad = check_ops(current, 0, 7, tonumber(ARGV[6]))
+local bad = check_ops(current, 0, 8, tonumber(ARGV[7]))
 if bad then return bad end
-return create(key, set, ARGV[3], now, tonumber(ARGV[1]), tonumber(ARGV[2]),
-  ARGV[4], ARGV[5], {}, 7)
+return create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[5], ARGV[6], {}, 8)

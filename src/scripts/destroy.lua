@@ -1,7 +1,7 @@
--- Logout: deletes a session and its device-set entry.
--- KEYS[1] session hash, KEYS[2] device set (bound sessions only)
--- ARGV[1] handle
+-- Logout: deletes a session and its index entries.
+-- Keys: s session hash, d device set (bound sessions), a active index.
+-- ARGV[2] handle
 -- Returns 1 if the session existed, else 0.
-local existed = redis.call('EXISTS', KEYS[1])
-bury(KEYS[1], KEYS[2], ARGV[1])
+local existed = redis.call('EXISTS', K.s)
+bury(K.s, K.d, ARGV[2])
 return existed

@@ -1,12 +1,12 @@
 -- Lists a user's live sessions, pruning dead entries as it goes.
--- KEYS[1] device set
--- ARGV[1] key prefix of this user's sessions (they share the set's hash tag,
--- so they live in the same cluster slot), ARGV[2] maximum entries
+-- Keys: d the user's device set, a active index.
+-- ARGV[2] key prefix of this user's sessions (they share the set's hash tag,
+-- so they live in the same cluster slot), ARGV[3] maximum entries
 -- Returns {now, {{handle, created, seen, expiry, absolute, user agent, user}, ...}}
-local set, prefix = KEYS[1], ARGV[1]
+local set, prefix = K.d, ARGV[2]
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. now)
-local handles = redis.call('ZRANGE', set, 0, tonumber(ARGV[2]) - 1)
+local handles = redis.call('ZRANGE', set, 0, tonumber(ARGV[3]) - 1)
 local out = {}
 for _, h in ipairs(handles) do
   local key = prefix .. h

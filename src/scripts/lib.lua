@@ -8,6 +8,16 @@
 -- instances with skewed clocks agree.
 
 local META = { '_created', '_seen', '_abs', '_ver', '_user', '_ua' }
+
+-- Keys by role. ARGV[1] names the role of each key, one letter per key:
+--   s session hash, d its user's device set, o old session hash (login),
+--   p old session's device set (login), a the active-sessions index.
+-- A role that is absent has no key (e.g. no device set for an anonymous
+-- session, no active index on Redis Cluster, where it lives in another slot).
+local K = {}
+for i = 1, #ARGV[1] do
+  K[string.sub(ARGV[1], i, i)] = KEYS[i]
+end
 local MAX_SAFE = 9007199254740991
 
 local function now_ms()
@@ -15,9 +25,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Records `handle` with expiry `exp` in a user's device set, drops members
--- that expired before `now`, and keeps the set's own TTL at its last member's,
--- so the set never outlives the sessions it lists.
+-- Records `handle` with expiry `exp` in a sorted set of sessions (a user's
+-- device set or the active index), drops members that expired before `now`,
+-- and keeps the set's own TTL at its last member's, so the set never outlives
+-- the sessions it lists.
 local function index_touch(set, handle, exp, now)
   redis.call('ZADD', set, exp, handle)
   redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. now)
@@ -33,6 +44,9 @@ local function bury(key, set, handle)
   if set then
     redis.call('ZREM', set, handle)
   end
+  if K.a then
+    redis.call('ZREM', K.a, handle)
+  end
 end
 
 -- Pushes the idle expiry forward, never past the absolute one. Writes only
@@ -43,6 +57,9 @@ local function slide(key, set, handle, now, abs, idle)
   redis.call('HSET', key, '_seen', now)
   if set then
     index_touch(set, handle, exp, now)
+  end
+  if K.a then
+    index_touch(K.a, handle, exp, now)
   end
   return exp
 end
@@ -138,6 +155,9 @@ local function create(key, set, handle, now, idle, absolute, user, ua, carried, 
   redis.call('PEXPIREAT', key, exp)
   if set then
     index_touch(set, handle, exp, now)
+  end
+  if K.a then
+    index_touch(K.a, handle, exp, now)
   end
   local reply = { 0, 1, exp, now, abs }
   for _, r in ipairs(results) do reply[#reply + 1] = r end

@@ -1,8 +1,8 @@
 -- Load and slide: one round trip for a signed-in request.
--- KEYS[1] session hash, KEYS[2] device set (bound sessions only)
--- ARGV[1] idle ms, ARGV[2] touch interval ms, ARGV[3] handle
+-- Keys: s session hash, d device set (bound sessions), a active index.
+-- ARGV[2] idle ms, ARGV[3] touch interval ms, ARGV[4] handle
 -- Returns nil when the session is gone, else {now, expiry, {field, value, ...}}.
-local key, set, handle = KEYS[1], KEYS[2], ARGV[3]
+local key, set, handle = K.s, K.d, ARGV[4]
 local now = now_ms()
 local flat = redis.call('HGETALL', key)
 local abs, seen
@@ -16,8 +16,8 @@ if not abs or abs <= now then
 end
 local exp
 local ttl = redis.call('PTTL', key)
-if ttl < 0 or not seen or now - seen >= tonumber(ARGV[2]) then
-  exp = slide(key, set, handle, now, abs, tonumber(ARGV[1]))
+if ttl < 0 or not seen or now - seen >= tonumber(ARGV[3]) then
+  exp = slide(key, set, handle, now, abs, tonumber(ARGV[2]))
   for i = 1, #flat, 2 do
     if flat[i] == '_seen' then flat[i + 1] = tostring(now) end
   end

@@ -1,12 +1,12 @@
 -- First half of a login that crosses cluster slots: atomically reads and
--- deletes the old session (and its index entry), returning its user fields
--- as a flat {field, value, ...} list ({} when it was already dead). The
--- caller then creates the new session with these fields (create.lua).
--- KEYS[1] old session hash, KEYS[2] old device set (when bound)
--- ARGV[1] old handle
+-- deletes the old session (and its device-set entry), returning its user
+-- fields as a flat {field, value, ...} list ({} when it was already dead).
+-- The caller then creates the new session with these fields (create.lua).
+-- Keys: s old session hash, d its device set (when bound).
+-- ARGV[2] old handle
 local now = now_ms()
-local flat = redis.call('HGETALL', KEYS[1])
-bury(KEYS[1], KEYS[2], ARGV[1])
+local flat = redis.call('HGETALL', K.s)
+bury(K.s, K.d, ARGV[2])
 local abs
 for i = 1, #flat, 2 do
   if flat[i] == '_abs' then abs = tonumber(flat[i + 1]) end
