@@ -17,6 +17,8 @@
 //! - [`backend`]: the REST backend (native and wasm32) and the direct Redis
 //!   backend (native, feature `direct`).
 //! - [`keys`]: the Redis key layout, ready for Redis Cluster.
+//! - [`gateway`]: the HTTP-level session gateway shared by the Worker and
+//!   Lambda packagings (origin proxy, browser API, admin API).
 //! - [`config`]: settings from environment variables.
 //!
 //! ```no_run
@@ -36,6 +38,7 @@ pub mod backend;
 pub mod config;
 pub mod cookie;
 mod error;
+pub mod gateway;
 pub mod keys;
 pub mod platform;
 pub mod request;

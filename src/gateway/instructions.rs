@@ -1,0 +1,218 @@
+//! The origin's session instructions: `x-session-*` response headers.
+
+use http::HeaderMap;
+
+use crate::error::{Error, Result};
+use crate::request::{Logout, RequestSession};
+
+/// `x-session-set: {"field": value, ...}` (`null` deletes a field).
+pub const SET: &str = "x-session-set";
+/// `x-session-incr: {"field": n, ...}`.
+pub const INCR: &str = "x-session-incr";
+/// `x-session-login: <user id>`.
+pub const LOGIN: &str = "x-session-login";
+/// `x-session-logout: current | all`.
+pub const LOGOUT: &str = "x-session-logout";
+
+/// Why an instruction was refused. The whole response's instructions are
+/// refused together: they never half-apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstructionError {
+    /// The header at fault.
+    pub header: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for InstructionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.header, self.reason)
+    }
+}
+
+impl std::error::Error for InstructionError {}
+
+/// The instructions of one origin response, parsed and validated.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Instructions {
+    set: Vec<(String, serde_json::Value)>,
+    incr: Vec<(String, i64)>,
+    login: Option<String>,
+    logout: Option<Logout>,
+}
+
+impl Instructions {
+    /// Removes every `x-session-*` header from `headers` and parses the
+    /// instructions among them. Unknown `x-session-*` headers are dropped.
+    pub fn take(headers: &mut HeaderMap) -> std::result::Result<Self, InstructionError> {
+        let mut out = Self::default();
+        let set = take_one(headers, SET)?;
+        let incr = take_one(headers, INCR)?;
+        let login = take_one(headers, LOGIN)?;
+        let logout = take_one(headers, LOGOUT)?;
+        super::strip_session_headers(headers);
+
+        if let Some(text) = set {
+            for (field, value) in json_object(SET, &text)? {
+                out.set.push((field, value));
+            }
+        }
+        if let Some(text) = incr {
+            for (field, value) in json_object(INCR, &text)? {
+                let by = value.as_i64().ok_or_else(|| InstructionError {
+                    header: INCR,
+                    reason: format!("{field:?} is not an integer"),
+                })?;
+                out.incr.push((field, by));
+            }
+        }
+        if let Some(user) = login {
+            let user = user.trim();
+            if user.is_empty() {
+                return Err(InstructionError {
+                    header: LOGIN,
+                    reason: "empty user id".into(),
+                });
+            }
+            out.login = Some(user.to_owned());
+        }
+        if let Some(scope) = logout {
+            out.logout = Some(match scope.trim() {
+                "current" => Logout::Current,
+                "all" => Logout::All,
+                _ => {
+                    return Err(InstructionError {
+                        header: LOGOUT,
+                        reason: "must be current or all".into(),
+                    });
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// True when the origin asked for nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.incr.is_empty() && self.login.is_none() && self.logout.is_none()
+    }
+
+    /// Records the instructions on the request's session. Field names and
+    /// sizes are checked here, before anything is written.
+    pub fn apply(self, session: &mut RequestSession) -> Result<()> {
+        for (field, value) in &self.set {
+            session.changes().set_json(field, value)?;
+        }
+        for (field, by) in &self.incr {
+            session.changes().incr(field, *by)?;
+        }
+        if let Some(scope) = self.logout {
+            session.logout(scope);
+        }
+        if let Some(user) = self.login {
+            session.login(user);
+        }
+        Ok(())
+    }
+}
+
+fn take_one(
+    headers: &mut HeaderMap,
+    name: &'static str,
+) -> std::result::Result<Option<String>, InstructionError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(InstructionError {
+            header: name,
+            reason: "sent more than once".into(),
+        });
+    }
+    let text = String::from_utf8(first.as_bytes().to_vec()).map_err(|_| InstructionError {
+        header: name,
+        reason: "not UTF-8".into(),
+    })?;
+    Ok(Some(text))
+}
+
+fn json_object(
+    header: &'static str,
+    text: &str,
+) -> std::result::Result<serde_json::Map<String, serde_json::Value>, InstructionError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(InstructionError {
+            header,
+            reason: "must be a JSON object".into(),
+        }),
+        Err(e) => Err(InstructionError {
+            header,
+            reason: format!("invalid JSON ({e})"),
+        }),
+    }
+}
+
+/// Errors from applying instructions that are the origin's fault (bad field
+/// names, sizes, increments of non-integers): answered with 502.
+pub(crate) fn is_instruction_fault(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidField { .. }
+            | Error::TooLarge { .. }
+            | Error::TooManyFields { .. }
+            | Error::NotAnInteger { .. }
+            | Error::Encode { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn parses_every_instruction_and_strips_the_headers() {
+        let mut h = headers(&[
+            (SET, r#"{"a": 1, "b": null}"#),
+            (INCR, r#"{"n": -2}"#),
+            (LOGIN, " alice "),
+            (LOGOUT, "all"),
+            ("x-session-other", "x"),
+            ("content-type", "text/html"),
+        ]);
+        let i = Instructions::take(&mut h).unwrap();
+        assert_eq!(i.set.len(), 2);
+        assert_eq!(i.incr, [("n".to_owned(), -2)]);
+        assert_eq!(i.login.as_deref(), Some("alice"));
+        assert_eq!(i.logout, Some(Logout::All));
+        assert_eq!(h.len(), 1, "only content-type is left");
+    }
+
+    #[test]
+    fn malformed_instructions_are_refused_whole() {
+        for bad in [
+            (SET, "not json"),
+            (SET, "[1,2]"),
+            (INCR, r#"{"n": 1.5}"#),
+            (INCR, r#"{"n": "1"}"#),
+            (LOGIN, "   "),
+            (LOGOUT, "everyone"),
+        ] {
+            let mut h = headers(&[bad, (SET, r#"{"ok": 1}"#)]);
+            let err = Instructions::take(&mut h).unwrap_err();
+            assert!(!err.reason.is_empty(), "{bad:?}");
+        }
+        let mut twice = headers(&[(LOGIN, "a"), (LOGIN, "b")]);
+        assert!(Instructions::take(&mut twice).is_err());
+    }
+}

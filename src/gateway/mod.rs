@@ -1,0 +1,646 @@
+//! The HTTP-level session gateway shared by every packaging (Cloudflare
+//! Worker, AWS Lambda, a native host): `http::Request` in, `http::Response`
+//! out, with the origin behind an injected [`Upstream`].
+//!
+//! Three faces:
+//!
+//! - **Gateway** (every path outside the API prefix): removes client-sent
+//!   `x-session-*` headers and the session cookie, loads and slides the session
+//!   (one round trip, none without a valid cookie), forwards to the origin with
+//!   `x-session-id`, `x-session-user` and `x-session-data`, then applies the
+//!   origin's `x-session-set` / `-incr` / `-login` / `-logout` response headers
+//!   in one round trip and sets, re-signs or clears the cookie.
+//! - **Browser API** under `SESSION_API_PREFIX` (default `/_session`).
+//! - **Admin API** under `<prefix>/admin/`, with `Authorization: Bearer $ADMIN_TOKEN`.
+//!
+//! Error bodies are `{"error": "...", "code": "..."}`; see [`ErrorCode`].
+
+mod api;
+pub mod instructions;
+
+use std::fmt;
+use std::future::Future;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::platform::{MaybeSend, MaybeSync};
+use crate::session::{ClientInfo, Session};
+use crate::store::SessionStore;
+
+pub use instructions::{InstructionError, Instructions};
+
+/// Request header: the session's non-secret handle.
+pub const SESSION_ID: &str = "x-session-id";
+/// Request header: the bound user id.
+pub const SESSION_USER: &str = "x-session-user";
+/// Request header: the session fields as a JSON object.
+pub const SESSION_DATA: &str = "x-session-data";
+/// Request header sent instead of `x-session-data` when the data is larger
+/// than the header limit: the size in bytes of the JSON that was left out.
+pub const SESSION_DATA_OMITTED: &str = "x-session-data-omitted";
+
+/// Largest `x-session-data` value sent to the origin.
+pub const MAX_DATA_HEADER_BYTES: usize = 16 * 1024;
+
+/// The origin behind the gateway.
+pub trait Upstream: MaybeSend + MaybeSync {
+    /// Sends `request` (its URI is the full origin URL) and returns the
+    /// origin's response without following redirects.
+    fn forward(
+        &self,
+        request: Request<Bytes>,
+    ) -> impl Future<Output = Result<Response<Bytes>>> + MaybeSend;
+}
+
+/// Gateway settings.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// Base URL of the origin (`ORIGIN_URL`), without a trailing slash.
+    pub origin: String,
+    /// Prefix of the browser and admin APIs (`SESSION_API_PREFIX`, default `/_session`).
+    pub api_prefix: String,
+    /// Path prefixes passed straight to the origin with no session work
+    /// (`SESSION_SKIP_PATHS`, comma-separated).
+    pub skip_paths: Vec<String>,
+    /// Origins (`scheme://host[:port]`) allowed to make state-changing API
+    /// calls besides the gateway's own (`SESSION_TRUSTED_ORIGINS`).
+    pub trusted_origins: Vec<String>,
+    /// `Retry-After` seconds on 503 (`SESSION_RETRY_AFTER`, default 5).
+    pub retry_after_secs: u32,
+    admin_token: Option<String>,
+}
+
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("origin", &self.origin)
+            .field("api_prefix", &self.api_prefix)
+            .field("skip_paths", &self.skip_paths)
+            .field("trusted_origins", &self.trusted_origins)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("admin_api", &self.admin_token.is_some())
+            .finish()
+    }
+}
+
+impl GatewayConfig {
+    /// Settings for an origin at `origin` with the defaults.
+    pub fn new(origin: impl Into<String>) -> Result<Self> {
+        let origin = origin.into().trim_end_matches('/').to_owned();
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(Error::config(
+                "ORIGIN_URL",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(Self {
+            origin,
+            api_prefix: "/_session".to_owned(),
+            skip_paths: Vec::new(),
+            trusted_origins: Vec::new(),
+            retry_after_secs: 5,
+            admin_token: None,
+        })
+    }
+
+    /// Enables the admin API with this bearer token (at least 16 bytes).
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Result<Self> {
+        let token = token.into();
+        if token.len() < 16 {
+            return Err(Error::config(
+                "ADMIN_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        self.admin_token = Some(token);
+        Ok(self)
+    }
+
+    /// Reads `ORIGIN_URL`, `SESSION_API_PREFIX`, `SESSION_SKIP_PATHS`,
+    /// `SESSION_TRUSTED_ORIGINS`, `SESSION_RETRY_AFTER` and `ADMIN_TOKEN`
+    /// through `get` (empty values count as unset).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let origin = get("ORIGIN_URL").ok_or_else(|| Error::config("ORIGIN_URL", "is required"))?;
+        let mut config = Self::new(origin)?;
+        if let Some(prefix) = get("SESSION_API_PREFIX") {
+            let prefix = prefix.trim().trim_end_matches('/').to_owned();
+            if !prefix.starts_with('/') || prefix.len() < 2 {
+                return Err(Error::config(
+                    "SESSION_API_PREFIX",
+                    "must be a path such as /_session",
+                ));
+            }
+            config.api_prefix = prefix;
+        }
+        let list = |v: Option<String>| -> Vec<String> {
+            v.map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        config.skip_paths = list(get("SESSION_SKIP_PATHS"));
+        if config.skip_paths.iter().any(|p| !p.starts_with('/')) {
+            return Err(Error::config(
+                "SESSION_SKIP_PATHS",
+                "every prefix must start with /",
+            ));
+        }
+        config.trusted_origins = list(get("SESSION_TRUSTED_ORIGINS"))
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect();
+        if let Some(secs) = get("SESSION_RETRY_AFTER") {
+            config.retry_after_secs = secs.trim().parse().map_err(|_| {
+                Error::config("SESSION_RETRY_AFTER", "must be a whole number of seconds")
+            })?;
+        }
+        if let Some(token) = get("ADMIN_TOKEN") {
+            config = config.with_admin_token(token)?;
+        }
+        Ok(config)
+    }
+
+    fn skips(&self, path: &str) -> bool {
+        self.skip_paths.iter().any(|p| under(path, p))
+    }
+}
+
+/// True when `path` is `prefix` or below it (`/static` covers `/static/x`,
+/// not `/staticky`).
+fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/') || prefix.is_empty())
+}
+
+/// The `code` of every error the gateway answers, with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: a malformed API request.
+    BadRequest,
+    /// 401: the browser API needs a signed-in session.
+    Unauthenticated,
+    /// 401: the admin API needs `Authorization: Bearer $ADMIN_TOKEN`.
+    Unauthorized,
+    /// 403: a state-changing API call that is not same-origin (CSRF defence).
+    CrossOrigin,
+    /// 404: no such API route, or no such session.
+    NotFound,
+    /// 404: the admin API is disabled (no `ADMIN_TOKEN`).
+    AdminDisabled,
+    /// 405: the route exists with other methods.
+    MethodNotAllowed,
+    /// 502: the origin could not be reached.
+    OriginUnavailable,
+    /// 502: the origin sent a malformed or refused `x-session-*` instruction;
+    /// nothing was applied.
+    BadSessionInstruction,
+    /// 503: the session store is unavailable (with `Retry-After`).
+    StoreUnavailable,
+    /// 500: anything else.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated | ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::CrossOrigin => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound | ErrorCode::AdminDisabled => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::OriginUnavailable | ErrorCode::BadSessionInstruction => {
+                StatusCode::BAD_GATEWAY
+            }
+            ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `code` string in the JSON body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::CrossOrigin => "cross_origin",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AdminDisabled => "admin_disabled",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::OriginUnavailable => "origin_unavailable",
+            ErrorCode::BadSessionInstruction => "bad_session_instruction",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The session gateway: a store, an origin and settings. Build it once per
+/// process or isolate.
+#[derive(Debug)]
+pub struct Gateway<B, U> {
+    store: SessionStore<B>,
+    upstream: U,
+    config: GatewayConfig,
+}
+
+impl<B: Backend, U: Upstream> Gateway<B, U> {
+    /// A gateway over `store`, forwarding to `upstream`.
+    pub fn new(store: SessionStore<B>, upstream: U, config: GatewayConfig) -> Self {
+        Self {
+            store,
+            upstream,
+            config,
+        }
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &SessionStore<B> {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Handles one request. Never fails: errors become JSON error responses.
+    pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let path = request.uri().path().to_owned();
+        if under(&path, &self.config.api_prefix) {
+            let rest = path[self.config.api_prefix.len()..].to_owned();
+            return self.api(request, &rest).await;
+        }
+        if self.config.skips(&path) {
+            return self.pass_through(request).await;
+        }
+        self.proxy(request).await
+    }
+
+    async fn pass_through(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let (mut parts, body) = request.into_parts();
+        strip_session_headers(&mut parts.headers);
+        match self.forward(parts, body).await {
+            Ok(response) => clean_response(response),
+            Err(response) => response,
+        }
+    }
+
+    async fn proxy(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let (mut parts, body) = request.into_parts();
+        strip_session_headers(&mut parts.headers);
+        let client = client_info(&parts.headers);
+        let cookie = cookie_header(&parts.headers);
+        let mut session = match self.store.begin(cookie.as_deref(), client).await {
+            Ok(s) => s,
+            Err(e) => return self.store_error(&e),
+        };
+        remove_cookie(&mut parts.headers, &self.store.cookies().config().name);
+        if let Some(s) = session.session() {
+            add_session_headers(&mut parts.headers, s);
+        }
+
+        let response = match self.forward(parts, body).await {
+            Ok(response) => response,
+            Err(response) => return response,
+        };
+        let (mut parts, body) = response.into_parts();
+        let instructions = match Instructions::take(&mut parts.headers) {
+            Ok(i) => i,
+            Err(e) => {
+                log::error!("edge-session: origin sent a bad session instruction: {e}");
+                return error_response(ErrorCode::BadSessionInstruction, &e.to_string());
+            }
+        };
+        if let Err(e) = instructions.apply(&mut session) {
+            log::error!("edge-session: origin sent a refused session instruction: {e}");
+            return error_response(ErrorCode::BadSessionInstruction, &e.to_string());
+        }
+        let commit = match self.store.commit(session).await {
+            Ok(c) => c,
+            Err(e) if instructions::is_instruction_fault(&e) => {
+                log::error!("edge-session: origin sent a refused session instruction: {e}");
+                return error_response(ErrorCode::BadSessionInstruction, &e.to_string());
+            }
+            Err(e) => return self.store_error(&e),
+        };
+        if let Some(cookie) = commit.set_cookie {
+            append_set_cookie(&mut parts.headers, &cookie);
+        }
+        clean_response(Response::from_parts(parts, body))
+    }
+
+    /// Sends the request to the origin; an unreachable origin is a 502 response.
+    async fn forward(
+        &self,
+        mut parts: http::request::Parts,
+        body: Bytes,
+    ) -> std::result::Result<Response<Bytes>, Response<Bytes>> {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let uri = format!("{}{}", self.config.origin, path_and_query);
+        parts.uri = uri.parse().map_err(|_| {
+            error_response(ErrorCode::BadRequest, "the request path is not a valid URI")
+        })?;
+        if let Some(host) = parts.headers.remove(header::HOST) {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        remove_hop_by_hop(&mut parts.headers);
+        self.upstream
+            .forward(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| {
+                log::error!("edge-session: origin unavailable: {e}");
+                error_response(
+                    ErrorCode::OriginUnavailable,
+                    "the origin could not be reached",
+                )
+            })
+    }
+
+    fn store_error(&self, error: &Error) -> Response<Bytes> {
+        if error.is_unavailable() {
+            log::warn!("edge-session: session store unavailable: {error}");
+            let mut response = error_response(
+                ErrorCode::StoreUnavailable,
+                "the session store is unavailable",
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(self.config.retry_after_secs),
+            );
+            response
+        } else {
+            log::error!("edge-session: unexpected session store error: {error}");
+            error_response(ErrorCode::Internal, "internal error")
+        }
+    }
+}
+
+/// Removes every `x-session-*` header (clients may not spoof them).
+pub fn strip_session_headers(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-session-"))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+fn cookie_header(headers: &HeaderMap) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Removes the session cookie from the `Cookie` header sent to the origin:
+/// the origin gets the non-secret handle, never the token.
+fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let Some(all) = cookie_header(headers) else {
+        return;
+    };
+    let kept: Vec<&str> = all
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(name))
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+fn client_info(headers: &HeaderMap) -> ClientInfo {
+    ClientInfo::with_user_agent(
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Characters percent-encoded in `x-session-user`.
+const USER_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+fn add_session_headers(headers: &mut HeaderMap, session: &Session) {
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set(SESSION_ID, session.handle().as_str());
+    if let Some(user) = session.user() {
+        let encoded = percent_encoding::utf8_percent_encode(user, USER_ENCODE).to_string();
+        set(SESSION_USER, &encoded);
+    }
+    let (data, invalid) = session.data();
+    if !invalid.is_empty() {
+        log::warn!(
+            "edge-session: session fields {invalid:?} are not valid JSON and were left out of {SESSION_DATA}"
+        );
+    }
+    let json = ascii_json(&serde_json::Value::Object(data));
+    if json.len() <= MAX_DATA_HEADER_BYTES {
+        set(SESSION_DATA, &json);
+    } else {
+        set(SESSION_DATA_OMITTED, &json.len().to_string());
+    }
+}
+
+/// JSON text with every non-ASCII character escaped as `\uXXXX`, so it is a
+/// valid header value.
+pub fn ascii_json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.is_ascii() {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut units = [0u16; 2];
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+fn append_set_cookie(headers: &mut HeaderMap, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn clean_response(mut response: Response<Bytes>) -> Response<Bytes> {
+    remove_hop_by_hop(response.headers_mut());
+    strip_session_headers(response.headers_mut());
+    response
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A JSON error response `{"error": message, "code": code}`.
+pub fn error_response(code: ErrorCode, message: &str) -> Response<Bytes> {
+    json_response(
+        code.status(),
+        &serde_json::json!({ "error": message, "code": code.as_str() }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(under("/static", "/static"));
+        assert!(under("/static/a.css", "/static/"));
+        assert!(!under("/staticky", "/static"));
+        assert!(under("/_session/devices", "/_session"));
+    }
+
+    #[test]
+    fn ascii_json_escapes_non_ascii() {
+        let v = serde_json::json!({"name": "Zoë 🚀", "n": 1});
+        let text = ascii_json(&v);
+        assert!(text.is_ascii());
+        assert!(text.contains("\\ud83d\\ude80"));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).ok(),
+            Some(v)
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_removed_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-session=secret; b=2"),
+        );
+        remove_cookie(&mut h, "__Host-session");
+        assert_eq!(
+            h.get(header::COOKIE).map(|v| v.as_bytes()),
+            Some(&b"a=1; b=2"[..])
+        );
+        let mut only = HeaderMap::new();
+        only.insert(header::COOKIE, HeaderValue::from_static("__Host-session=x"));
+        remove_cookie(&mut only, "__Host-session");
+        assert!(only.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn config_from_lookup() {
+        let get = |name: &str| match name {
+            "ORIGIN_URL" => Some("http://127.0.0.1:3000/".to_owned()),
+            "SESSION_SKIP_PATHS" => Some("/static, /health".to_owned()),
+            "ADMIN_TOKEN" => Some("0123456789abcdef0123".to_owned()),
+            _ => None,
+        };
+        let c = GatewayConfig::from_lookup(get).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.origin, "http://127.0.0.1:3000");
+        assert_eq!(c.skip_paths, ["/static", "/health"]);
+        assert!(c.skips("/health") && !c.skips("/healthz"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        assert!(GatewayConfig::new("ftp://x").is_err());
+    }
+}
+
+/// An [`Upstream`] over reqwest: native hosts and the AWS Lambda packaging.
+#[cfg(feature = "rest")]
+#[derive(Debug, Clone)]
+pub struct ReqwestUpstream {
+    client: reqwest::Client,
+}
+
+#[cfg(feature = "rest")]
+impl ReqwestUpstream {
+    /// An upstream with its own client, which does not follow redirects
+    /// (they go back to the browser, as from any proxy).
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            client: crate::platform::proxy_client()?,
+        })
+    }
+
+    /// An upstream over an existing client (configure it not to follow redirects).
+    pub fn with_client(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[cfg(feature = "rest")]
+impl Upstream for ReqwestUpstream {
+    async fn forward(&self, request: Request<Bytes>) -> Result<Response<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let response = self
+            .client
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(Error::Transport)?;
+        let mut builder = Response::builder().status(response.status());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = response.headers().clone();
+        }
+        let body = response.bytes().await.map_err(Error::Transport)?;
+        builder
+            .body(body)
+            .map_err(|e| Error::protocol_with("could not build the origin response", e))
+    }
+}
