@@ -1,0 +1,155 @@
+//! The request side of the header contract: what the gateway tells the origin about the session.
+
+use axum::http::HeaderMap;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use serde_json::{Map, Value};
+
+/// Non-secret handle of the session (64 hex chars).
+pub(crate) const SESSION_ID: &str = "x-session-id";
+/// The bound user id, percent-encoded when it is not plain ASCII.
+pub(crate) const SESSION_USER: &str = "x-session-user";
+/// The session's fields as an ASCII-only JSON object.
+pub(crate) const SESSION_DATA: &str = "x-session-data";
+/// Every header of the contract starts with this.
+pub(crate) const PREFIX: &str = "x-session-";
+
+/// Bytes escaped in a user id that is not plain ASCII: controls and `%` (so decoding is exact);
+/// every non-ASCII byte is always escaped.
+const USER_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// What the gateway says about the visitor's session. Built defensively: a missing, repeated or
+/// malformed header counts as absent, never as an error.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionView {
+    /// `x-session-id`, if present.
+    pub(crate) id: Option<String>,
+    /// `x-session-user`, decoded, if present and not empty.
+    pub(crate) user: Option<String>,
+    /// `x-session-data` when it is a JSON object; `None` when missing or invalid.
+    pub(crate) data: Option<Map<String, Value>>,
+}
+
+impl SessionView {
+    /// Reads the three headers. Each must occur exactly once to count.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let id = single_utf8(headers, SESSION_ID)
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty());
+        let user = single_utf8(headers, SESSION_USER)
+            .map(|user| decode_user(user.trim()))
+            .filter(|user| !user.is_empty());
+        let data = single_utf8(headers, SESSION_DATA).and_then(|text| {
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => None,
+            }
+        });
+        Self { id, user, data }
+    }
+
+    /// A field of the session data.
+    pub(crate) fn field(&self, name: &str) -> Option<&Value> {
+        self.data.as_ref().and_then(|data| data.get(name))
+    }
+
+    /// The `counter` field; 0 when missing or not an integer.
+    pub(crate) fn counter(&self) -> i64 {
+        self.field("counter").and_then(Value::as_i64).unwrap_or(0)
+    }
+
+    /// The `cart` field; empty when missing or not an array. Items are kept as stored.
+    pub(crate) fn cart(&self) -> Vec<Value> {
+        match self.field("cart") {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The header's value if it occurs exactly once and is UTF-8.
+fn single_utf8<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    std::str::from_utf8(first.as_bytes()).ok()
+}
+
+/// Decodes `x-session-user`. The gateway percent-encodes a user id only when it is not plain
+/// ASCII, so an encoded value always decodes to non-ASCII text: a value is decoded exactly when
+/// that is what decoding gives, and a plain ASCII id that happens to contain `%` stays as is.
+pub(crate) fn decode_user(raw: &str) -> String {
+    if !raw.contains('%') {
+        return raw.to_owned();
+    }
+    match percent_decode_str(raw).decode_utf8() {
+        Ok(decoded) if !decoded.is_ascii() => decoded.into_owned(),
+        _ => raw.to_owned(),
+    }
+}
+
+/// Encodes a user id for a header (`x-session-login`) by the same rule: printable ASCII goes
+/// verbatim, anything else is percent-encoded (UTF-8 bytes, controls and `%`).
+pub(crate) fn encode_user(user: &str) -> String {
+    if user.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        user.to_owned()
+    } else {
+        utf8_percent_encode(user, USER_ESCAPES).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn user_ids_round_trip() {
+        for user in ["alice", "José", "100%", "José 100%", "名前", "a b", "<b>&"] {
+            let encoded = encode_user(user);
+            assert!(
+                encoded.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{encoded}"
+            );
+            if user.is_ascii() {
+                assert_eq!(encoded, user);
+            }
+            assert_eq!(decode_user(&encoded), user, "{user}");
+        }
+        assert_eq!(encode_user("José 100%"), "Jos%C3%A9 100%25");
+        // Plain ASCII with escapes that would decode to ASCII is left alone.
+        assert_eq!(decode_user("100%41"), "100%41");
+        // The one ambiguity of the contract: a plain ASCII id spelling an escape of non-ASCII text.
+        assert_eq!(decode_user("Jos%C3%A9"), "José");
+        // Invalid UTF-8 after decoding is left alone.
+        assert_eq!(decode_user("%FF%FE"), "%FF%FE");
+    }
+
+    #[test]
+    fn bad_or_repeated_headers_are_absent() {
+        let mut headers = HeaderMap::new();
+        headers.insert(SESSION_DATA, HeaderValue::from_static("[1,2]"));
+        assert!(SessionView::from_headers(&headers).data.is_none());
+        headers.insert(SESSION_DATA, HeaderValue::from_static("{\"a\":"));
+        assert!(SessionView::from_headers(&headers).data.is_none());
+        headers.insert(
+            SESSION_DATA,
+            HeaderValue::from_static("{\"cart\":\"x\",\"counter\":\"7\"}"),
+        );
+        let view = SessionView::from_headers(&headers);
+        assert!(view.cart().is_empty());
+        assert_eq!(view.counter(), 0);
+        headers.append(SESSION_DATA, HeaderValue::from_static("{}"));
+        assert!(SessionView::from_headers(&headers).data.is_none());
+        if let Ok(value) = HeaderValue::from_bytes(b"\xff\xfe") {
+            headers.insert(SESSION_USER, value);
+        }
+        assert!(SessionView::from_headers(&headers).user.is_none());
+        headers.insert(SESSION_USER, HeaderValue::from_static("Jos%C3%A9"));
+        assert_eq!(
+            SessionView::from_headers(&headers).user.as_deref(),
+            Some("José")
+        );
+    }
+}
