@@ -40,12 +40,13 @@ section { background: var(--card); border: 1px solid var(--line); border-radius:
 h1 { font-size: 1.4rem; margin: 0.2rem 0 0.6rem; }
 h2 { font-size: 1.05rem; margin: 0 0 0.6rem; }
 p { margin: 0.4rem 0; }
+a { color: var(--accent); }
 .muted { color: var(--muted); font-size: 0.9rem; }
 code { font-size: 0.85rem; word-break: break-all; }
 form.inline { display: inline-flex; gap: 0.5rem; flex-wrap: wrap; align-items: center; margin: 0.3rem 0; }
 input[type=text] { font: inherit; padding: 0.35rem 0.6rem; border: 1px solid var(--line);
   border-radius: 6px; background: var(--bg); color: inherit; min-width: 14rem; }
-button { font: inherit; padding: 0.35rem 0.9rem; border-radius: 6px; border: 1px solid var(--accent);
+button { font: inherit; white-space: nowrap; padding: 0.35rem 0.9rem; border-radius: 6px; border: 1px solid var(--accent);
   background: var(--accent); color: #fff; cursor: pointer; }
 button.secondary { background: transparent; color: var(--accent); }
 button.danger { border-color: var(--danger); background: transparent; color: var(--danger); }
@@ -56,7 +57,7 @@ ul.cart { margin: 0.3rem 0 0.6rem; padding-left: 1.3rem; }
 table { width: 100%; border-collapse: collapse; font-size: 0.9rem; }
 th, td { text-align: left; padding: 0.45rem 0.4rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 tr.current td { font-weight: 600; }
-.badge { display: inline-block; padding: 0.05rem 0.5rem; border-radius: 999px; font-size: 0.8rem;
+.badge { display: inline-block; white-space: nowrap; padding: 0.05rem 0.5rem; border-radius: 999px; font-size: 0.8rem;
   background: var(--accent); color: #fff; }
 "#;
 
@@ -68,6 +69,7 @@ fn layout(title: &str, body: &str) -> String {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>{title} · edge-session demo</title>
 <style>{STYLE}</style>
 </head>
