@@ -46,8 +46,11 @@ use crate::session::SessionView;
 pub const MAX_USER_CHARS: usize = 64;
 /// Longest cart item, in characters (after trimming).
 pub const MAX_ITEM_CHARS: usize = 100;
-/// Most items a cart may hold, so it stays well under the store's per-field size limit.
+/// Most items a cart may hold.
 pub const MAX_CART_ITEMS: usize = 50;
+/// Largest cart, as the ASCII JSON of its `x-session-set`: well under the store's default
+/// per-field limit (16 KiB) and the gateway's `x-session-data` limit (16 KiB).
+pub const MAX_CART_JSON_BYTES: usize = 8 * 1024;
 
 /// The whole app. Stateless: build it as often as you like.
 pub fn router() -> Router {
@@ -215,7 +218,15 @@ async fn cart_add(headers: HeaderMap, Form(form): Form<CartForm>) -> Response {
             &format!("An item has 1 to {MAX_ITEM_CHARS} characters, without control characters."),
         );
     };
-    let mut cart = SessionView::from_headers(&headers).cart();
+    let session = SessionView::from_headers(&headers);
+    if session.data_omitted {
+        // Writing a cart built from nothing would drop the one the gateway could not send.
+        return unprocessable(
+            "Cannot add this item",
+            "The session data is too large to read here. Clear the cart first.",
+        );
+    }
+    let mut cart = session.cart();
     if cart.len() >= MAX_CART_ITEMS {
         return unprocessable(
             "Cannot add this item",
@@ -223,7 +234,14 @@ async fn cart_add(headers: HeaderMap, Form(form): Form<CartForm>) -> Response {
         );
     }
     cart.push(Value::String(item.to_owned()));
-    back_home(&Instructions::default().set(&json!({ "cart": cart })))
+    let set = json!({ "cart": cart });
+    if instruct::ascii_json(&set).len() > MAX_CART_JSON_BYTES {
+        return unprocessable(
+            "Cannot add this item",
+            &format!("The cart would take more than {MAX_CART_JSON_BYTES} bytes of JSON."),
+        );
+    }
+    back_home(&Instructions::default().set(&set))
 }
 
 async fn cart_clear() -> Response {

@@ -156,6 +156,12 @@ pub(crate) fn home(session: &SessionView) -> String {
 
     let cart = session.cart();
     body.push_str("<section id=\"cart\">\n<h2>Cart</h2>\n");
+    if session.data_omitted {
+        body.push_str(
+            r#"<p class="error" id="data-omitted" data-testid="data-omitted">The session data is too large to show here.</p>"#,
+        );
+        body.push('\n');
+    }
     let _ = write!(
         body,
         r#"<ul class="cart" id="cart-items" data-testid="cart-items" data-count="{}">"#,

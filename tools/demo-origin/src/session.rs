@@ -6,15 +6,17 @@ use serde_json::{Map, Value};
 
 /// Non-secret handle of the session (64 hex chars).
 pub(crate) const SESSION_ID: &str = "x-session-id";
-/// The bound user id, percent-encoded when it is not plain ASCII.
+/// The bound user id, percent-encoded (controls, `%`, non-ASCII).
 pub(crate) const SESSION_USER: &str = "x-session-user";
 /// The session's fields as an ASCII-only JSON object.
 pub(crate) const SESSION_DATA: &str = "x-session-data";
+/// Sent instead of `x-session-data` when the data is too large for a header: its size in bytes.
+pub(crate) const SESSION_DATA_OMITTED: &str = "x-session-data-omitted";
 /// Every header of the contract starts with this.
 pub(crate) const PREFIX: &str = "x-session-";
 
-/// Bytes escaped in a user id that is not plain ASCII: controls and `%` (so decoding is exact);
-/// every non-ASCII byte is always escaped.
+/// Bytes escaped in a user id: controls and `%` (so decoding is exact); every non-ASCII byte
+/// is always escaped too.
 const USER_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 /// What the gateway says about the visitor's session. Built defensively: a missing, repeated or
@@ -27,6 +29,8 @@ pub(crate) struct SessionView {
     pub(crate) user: Option<String>,
     /// `x-session-data` when it is a JSON object; `None` when missing or invalid.
     pub(crate) data: Option<Map<String, Value>>,
+    /// The gateway left the data out (too large for a header): it exists but cannot be read.
+    pub(crate) data_omitted: bool,
 }
 
 impl SessionView {
@@ -44,7 +48,13 @@ impl SessionView {
                 _ => None,
             }
         });
-        Self { id, user, data }
+        let data_omitted = data.is_none() && headers.contains_key(SESSION_DATA_OMITTED);
+        Self {
+            id,
+            user,
+            data,
+            data_omitted,
+        }
     }
 
     /// A field of the session data.
@@ -76,27 +86,20 @@ fn single_utf8<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     std::str::from_utf8(first.as_bytes()).ok()
 }
 
-/// Decodes `x-session-user`. The gateway percent-encodes a user id only when it is not plain
-/// ASCII, so an encoded value always decodes to non-ASCII text: a value is decoded exactly when
-/// that is what decoding gives, and a plain ASCII id that happens to contain `%` stays as is.
+/// Decodes `x-session-user`: the gateway percent-encodes controls, `%` and every non-ASCII
+/// byte, so decoding is exact. A value that does not decode to UTF-8 is kept as sent.
 pub(crate) fn decode_user(raw: &str) -> String {
-    if !raw.contains('%') {
-        return raw.to_owned();
-    }
     match percent_decode_str(raw).decode_utf8() {
-        Ok(decoded) if !decoded.is_ascii() => decoded.into_owned(),
-        _ => raw.to_owned(),
+        Ok(decoded) => decoded.into_owned(),
+        Err(_) => raw.to_owned(),
     }
 }
 
-/// Encodes a user id for a header (`x-session-login`) by the same rule: printable ASCII goes
-/// verbatim, anything else is percent-encoded (UTF-8 bytes, controls and `%`).
+/// Encodes a user id for `x-session-login` by the same rule as the gateway's `x-session-user`
+/// (controls, `%` and non-ASCII percent-encoded), so any id fits in a header and decodes back
+/// exactly. Printable ASCII without `%` goes out unchanged.
 pub(crate) fn encode_user(user: &str) -> String {
-    if user.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        user.to_owned()
-    } else {
-        utf8_percent_encode(user, USER_ESCAPES).to_string()
-    }
+    utf8_percent_encode(user, USER_ESCAPES).to_string()
 }
 
 #[cfg(test)]
@@ -106,24 +109,29 @@ mod tests {
 
     #[test]
     fn user_ids_round_trip() {
-        for user in ["alice", "José", "100%", "José 100%", "名前", "a b", "<b>&"] {
+        for user in [
+            "alice",
+            "José",
+            "100%",
+            "José 100%",
+            "名前",
+            "a b",
+            "<b>&",
+            "a\nb",
+            "%C3%A9",
+        ] {
             let encoded = encode_user(user);
             assert!(
                 encoded.bytes().all(|b| (0x20..0x7f).contains(&b)),
                 "{encoded}"
             );
-            if user.is_ascii() {
-                assert_eq!(encoded, user);
-            }
             assert_eq!(decode_user(&encoded), user, "{user}");
         }
+        assert_eq!(encode_user("alice <b>"), "alice <b>");
         assert_eq!(encode_user("José 100%"), "Jos%C3%A9 100%25");
-        // Plain ASCII with escapes that would decode to ASCII is left alone.
-        assert_eq!(decode_user("100%41"), "100%41");
-        // The one ambiguity of the contract: a plain ASCII id spelling an escape of non-ASCII text.
-        assert_eq!(decode_user("Jos%C3%A9"), "José");
-        // Invalid UTF-8 after decoding is left alone.
+        // What does not decode to UTF-8 is kept as sent.
         assert_eq!(decode_user("%FF%FE"), "%FF%FE");
+        assert_eq!(decode_user("100%"), "100%");
     }
 
     #[test]

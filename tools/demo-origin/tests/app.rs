@@ -83,9 +83,11 @@ async fn home_when_signed_in_names_the_user_and_offers_sign_out() {
 async fn home_decodes_a_percent_encoded_user() {
     let html = text(get("/", &signed_in("Jos%C3%A9", "{}")).await).await;
     assert!(html.contains(r#"data-testid="user-name">José<"#));
-    // Plain ASCII with a '%' is shown as sent.
-    let html = text(get("/", &signed_in("100%41", "{}")).await).await;
-    assert!(html.contains(r#"data-testid="user-name">100%41<"#));
+    // The gateway always escapes '%'; a lone '%' that does not decode is shown as sent.
+    let html = text(get("/", &signed_in("100%25", "{}")).await).await;
+    assert!(html.contains(r#"data-testid="user-name">100%<"#));
+    let html = text(get("/", &signed_in("%FF", "{}")).await).await;
+    assert!(html.contains(r#"data-testid="user-name">%FF<"#));
 }
 
 #[tokio::test]
@@ -192,6 +194,9 @@ async fn login_trims_and_signs_in() {
     let response = post_form("/login", "username=Jos%C3%A9+100%25", &[]).await;
     assert_back_home_with(&response, "x-session-login", "Jos%C3%A9 100%25");
 
+    let response = post_form("/login", "username=100%25", &[]).await;
+    assert_back_home_with(&response, "x-session-login", "100%25");
+
     let response = post_form("/login", "username=%3Cb%3E", &[]).await;
     assert_back_home_with(&response, "x-session-login", "<b>");
 
@@ -286,6 +291,40 @@ async fn cart_add_refuses_bad_items_and_a_full_cart() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(instruction_names(response.headers()).is_empty());
     assert!(text(response).await.contains("at most 50 items"));
+}
+
+#[tokio::test]
+async fn cart_add_refuses_a_cart_over_the_size_limit() {
+    let wide = "é".repeat(100);
+    let cart: Vec<&str> = vec![&wide; 13];
+    let data = json!({ "cart": cart }).to_string();
+    let form = format!("item={}", "%C3%A9".repeat(100));
+    let response = post_form("/cart/add", &form, &signed_in("a", &data)).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(instruction_names(response.headers()).is_empty());
+    assert!(text(response).await.contains("8192 bytes"));
+    // One item fewer fits.
+    let data = json!({ "cart": vec![&wide; 12] }).to_string();
+    let response = post_form("/cart/add", &form, &signed_in("a", &data)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn omitted_session_data_is_never_overwritten() {
+    let headers = [("x-session-id", SID), ("x-session-data-omitted", "20000")];
+    let html = text(get("/", &headers).await).await;
+    assert!(html.contains(r#"id="data-omitted" data-testid="data-omitted""#));
+    let response = post_form("/cart/add", "item=tea", &headers).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(instruction_names(response.headers()).is_empty());
+    // Clearing and counting need no read, so they still work.
+    let response = post_form("/cart/clear", "", &headers).await;
+    assert_back_home_with(&response, "x-session-set", r#"{"cart":null}"#);
+    let response = post_form("/counter", "", &headers).await;
+    assert_back_home_with(&response, "x-session-incr", r#"{"counter":1}"#);
+    // Without the header, no notice.
+    let html = text(get("/", &[("x-session-id", SID)]).await).await;
+    assert!(!html.contains("data-omitted"));
 }
 
 #[tokio::test]
