@@ -9,7 +9,7 @@ use crate::request::{Logout, RequestSession};
 pub const SET: &str = "x-session-set";
 /// `x-session-incr: {"field": n, ...}`.
 pub const INCR: &str = "x-session-incr";
-/// `x-session-login: <user id>`.
+/// `x-session-login: <user id>` (percent-encoded, like `x-session-user`).
 pub const LOGIN: &str = "x-session-login";
 /// `x-session-logout: current | all`.
 pub const LOGOUT: &str = "x-session-logout";
@@ -67,14 +67,21 @@ impl Instructions {
             }
         }
         if let Some(user) = login {
-            let user = user.trim();
+            // Percent-decoded, as `x-session-user` is encoded: user ids that
+            // are not plain ASCII travel safely through every HTTP stack.
+            let user = percent_encoding::percent_decode_str(user.trim())
+                .decode_utf8()
+                .map_err(|_| InstructionError {
+                    header: LOGIN,
+                    reason: "not UTF-8 once percent-decoded".into(),
+                })?;
             if user.is_empty() {
                 return Err(InstructionError {
                     header: LOGIN,
                     reason: "empty user id".into(),
                 });
             }
-            out.login = Some(user.to_owned());
+            out.login = Some(user.into_owned());
         }
         if let Some(scope) = logout {
             out.logout = Some(match scope.trim() {
@@ -194,6 +201,9 @@ mod tests {
         assert_eq!(i.set.len(), 2);
         assert_eq!(i.incr, [("n".to_owned(), -2)]);
         assert_eq!(i.login.as_deref(), Some("alice"));
+        let mut encoded = headers(&[(LOGIN, "Jos%C3%A9%25")]);
+        let decoded = Instructions::take(&mut encoded).unwrap();
+        assert_eq!(decoded.login.as_deref(), Some("José%"));
         assert_eq!(i.logout, Some(Logout::All));
         assert_eq!(h.len(), 1, "only content-type is left");
     }
