@@ -92,6 +92,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Stops the server (an outage); dropping it later is harmless.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// A plain connection for inspecting what the store left in Redis.
     pub fn inspect(&self) -> redis::Connection {
         redis::Client::open(self.url())
@@ -256,19 +262,24 @@ impl Harness {
         }
     }
 
-    /// A second store over the same Redis with other settings (e.g. another key ring).
-    pub async fn other_store(&self, config: SessionConfig, secrets: &str) -> Store {
-        let (_, backend) = match self.kind {
-            Kind::Direct => Self::backend_for(Kind::Direct, &self.redis).await,
+    /// A second backend of the same kind over the same Redis (and the same REST endpoint).
+    pub async fn backend_for_existing(h: &Harness) -> (Option<upstash_local::Server>, AnyBackend) {
+        match h.kind {
+            Kind::Direct => Self::backend_for(Kind::Direct, &h.redis).await,
             Kind::Rest => {
-                let url = self.rest.as_ref().unwrap().url();
+                let url = h.rest.as_ref().unwrap().url();
                 let config = edge_session::backend::RestConfig::new(url, REST_TOKEN);
                 (
                     None,
                     AnyBackend::Rest(edge_session::backend::RestBackend::new(config).unwrap()),
                 )
             }
-        };
+        }
+    }
+
+    /// A second store over the same Redis with other settings (e.g. another key ring).
+    pub async fn other_store(&self, config: SessionConfig, secrets: &str) -> Store {
+        let (_, backend) = Self::backend_for_existing(self).await;
         SessionStore::new(counting(backend), config, KeyRing::parse(secrets).unwrap()).unwrap()
     }
 
