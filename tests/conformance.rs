@@ -13,22 +13,11 @@ use edge_session::{
 };
 use futures::StreamExt;
 
-use crate::support::{Harness, Kind, ROTATED, SECRETS, cookie_header, test_config};
+use crate::support::{
+    Harness, Kind, ROTATED, SECRETS, assert_secure_cookie, cookie_header, test_config,
+};
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod direct {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Direct).await })*
-        }
-        mod rest {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Rest).await })*
-        }
-    };
-}
-
-conformance!(
+both_backends!(
     anonymous_requests_make_no_redis_calls,
     a_visitor_who_stores_nothing_gets_no_session,
     first_write_creates_a_session_and_cookie,
@@ -152,16 +141,8 @@ async fn first_write_creates_a_session_and_cookie(kind: Kind) {
     request.changes().incr("visits", 1).unwrap();
     let commit = h.store.commit(request).await.unwrap();
     let set_cookie = commit.set_cookie.expect("a new session sets a cookie");
-    for attr in [
-        "__Host-session=",
-        "Secure",
-        "HttpOnly",
-        "SameSite=Lax",
-        "Path=/",
-        "Max-Age=",
-    ] {
-        assert!(set_cookie.contains(attr), "{set_cookie}");
-    }
+    assert_secure_cookie(&set_cookie);
+    assert!(set_cookie.contains("Max-Age="), "{set_cookie}");
     let header = cookie_header(&set_cookie);
     let request = h
         .store

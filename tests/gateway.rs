@@ -10,7 +10,9 @@ use edge_session::{KeyRing, SessionStore};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Counting, Harness, Kind, ROTATED, Store, counting, test_config};
+use crate::support::{
+    Counting, Harness, Kind, ROTATED, Store, assert_secure_cookie, counting, test_config,
+};
 
 const ADMIN: &str = "admin-token-0123456789";
 const HOST: &str = "shop.example";
@@ -119,19 +121,6 @@ async fn whoami(rig: &Rig, cookie: Option<&str>) -> Value {
     json_body(&response)
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod direct {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Direct).await })*
-        }
-        mod rest {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Kind::Rest).await })*
-        }
-    };
-}
-
 both_backends!(
     anonymous_requests_cost_nothing_and_spoofing_is_stripped,
     login_sets_a_host_cookie_and_the_origin_sees_the_user,
@@ -177,15 +166,7 @@ async fn login_sets_a_host_cookie_and_the_origin_sees_the_user(kind: Kind) {
     let response = rig.send(instruct(None, json!({ "login": "José%" }))).await;
     assert_eq!(rig.trips() - before, 1, "login: one round trip");
     let set = set_cookie(&response).unwrap();
-    for attr in [
-        "__Host-session=",
-        "Secure",
-        "HttpOnly",
-        "SameSite=Lax",
-        "Path=/",
-    ] {
-        assert!(set.contains(attr), "{set}");
-    }
+    assert_secure_cookie(&set);
     assert!(
         response.headers().get("x-session-login").is_none(),
         "instructions never reach the browser"

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, real servers started per test.
 
+#[macro_use]
+mod support;
+
 mod conformance;
 mod gateway;
 mod rest;
-mod support;

@@ -13,6 +13,34 @@ use std::time::{Duration, Instant};
 use edge_session::backend::{Command as RedisCommand, Reply, Retry};
 use edge_session::{AnyBackend, Backend, KeyRing, SessionConfig, SessionStore};
 
+/// Runs each named `async fn name(kind: Kind)` of the calling module as one
+/// test per backend, in modules `direct` and `rest`.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod direct {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Direct).await })*
+        }
+        mod rest {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Rest).await })*
+        }
+    };
+}
+
+/// Asserts the session cookie attributes of a `Set-Cookie` value.
+pub fn assert_secure_cookie(set_cookie: &str) {
+    for attr in [
+        "__Host-session=",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+    ] {
+        assert!(set_cookie.contains(attr), "{set_cookie} lacks {attr}");
+    }
+}
+
 pub const SECRETS: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const ROTATED: &str = "k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=,k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const REST_TOKEN: &str = "test-rest-token";
