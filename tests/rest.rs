@@ -235,21 +235,21 @@ async fn an_unreachable_endpoint_is_unavailable() {
 #[tokio::test]
 async fn a_retried_create_or_login_is_applied_once() {
     let rest = Rest::start().await;
-    let store = rest.store(rest.backend(200, 2));
+    let store = rest.store(rest.backend(500, 2));
     store.preload_scripts().await.unwrap();
     let mut changes = Changes::new();
     changes.incr("n", 1).unwrap();
-    // The first attempt is held 500 ms and times out on the client, which
+    // The first attempt is held 1.5 s and times out on the client, which
     // retries; the held request then runs too, and must change nothing.
     rest.server
         .faults()
-        .inject(Fault::delay(Duration::from_millis(500)), 1);
+        .inject(Fault::delay(Duration::from_millis(1500)), 1);
     let (token, applied) = store
         .create(None, &changes, &ClientInfo::default())
         .await
         .unwrap();
     assert_eq!(applied.increments, [1]);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let session = store.load(&token).await.unwrap().unwrap();
     assert_eq!(
         session.get::<i64>("n").unwrap(),
@@ -260,13 +260,13 @@ async fn a_retried_create_or_login_is_applied_once() {
 
     rest.server
         .faults()
-        .inject(Fault::delay(Duration::from_millis(500)), 1);
+        .inject(Fault::delay(Duration::from_millis(1500)), 1);
     let (user_token, applied) = store
         .login(Some(&token), "ivy", &changes, &ClientInfo::default())
         .await
         .unwrap();
     assert_eq!(applied.increments, [2]);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let session = store.load(&user_token).await.unwrap().unwrap();
     assert_eq!(session.get::<i64>("n").unwrap(), Some(2));
     assert_eq!(store.devices("ivy").await.unwrap().len(), 1);

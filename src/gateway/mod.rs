@@ -354,6 +354,11 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
         let uri = format!("{}{}", self.config.origin, path_and_query);
+        // The scheme the client used (Workers see absolute URLs).
+        let client_scheme = parts
+            .uri
+            .scheme_str()
+            .and_then(|s| HeaderValue::from_str(s).ok());
         parts.uri = uri.parse().map_err(|_| {
             error_response(ErrorCode::BadRequest, "the request path is not a valid URI")
         })?;
@@ -361,6 +366,11 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             parts
                 .headers
                 .insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        if let Some(scheme) = client_scheme {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-forwarded-proto"), scheme);
         }
         remove_hop_by_hop(&mut parts.headers);
         self.upstream
