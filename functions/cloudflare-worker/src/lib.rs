@@ -5,9 +5,10 @@
 //! browser API, admin API), configured from the Worker's vars and secrets.
 //!
 //! Without it (`default-features = false`) it is a library for writing your
-//! own Worker with sessions: [`settings`] reads the configuration from `Env`,
-//! [`store`] builds the store once per isolate, and [`to_http`] /
-//! [`from_http`] / [`WorkerFetch`] translate between `worker` and `http` types.
+//! own Worker with sessions: `settings` reads the configuration from `Env`,
+//! `store` builds the store once per isolate, and `to_http` / `from_http` /
+//! `WorkerFetch` translate between `worker` and `http` types. (The crate is
+//! empty on targets other than wasm32.)
 //! Session logic lives in the core crate only.
 
 #![forbid(unsafe_code)]
