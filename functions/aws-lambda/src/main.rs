@@ -1,0 +1,28 @@
+//! The gateway as an AWS Lambda function (`provided.al2023`): configuration
+//! read once at cold start, then one invocation at a time.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use edge_session_lambda::{GatewayFunction, init_logging};
+use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let function = Arc::new(GatewayFunction::new());
+    // Build the client, the store and the gateway now, during the init phase.
+    // A failure is logged; requests then answer 500 and retry the build.
+    if let Err(e) = function.gateway().await {
+        log::error!("edge-session: the gateway cannot start: {e}");
+    }
+    // The raw event, not lambda_http::run: a malformed event becomes a 400
+    // response instead of an invocation error (see `event::parse_event`).
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let function = Arc::clone(&function);
+        async move { Ok::<Value, lambda_runtime::Error>(function.handle_event(event.payload).await) }
+    }))
+    .await
+}

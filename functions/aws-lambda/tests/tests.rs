@@ -1,0 +1,10 @@
+//! One integration test binary (link time): the gateway function, the
+//! `with_sessions` wrapper and secret resolution, in process against real
+//! servers started by the tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod gateway;
+mod secrets;
+mod support;
+mod wrapper;
