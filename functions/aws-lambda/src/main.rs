@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use edge_session_lambda::{GatewayFunction, init_logging};
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
@@ -11,12 +12,17 @@ use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
+    let started = Instant::now();
     init_logging();
     let function = Arc::new(GatewayFunction::new());
     // Build the client, the store and the gateway now, during the init phase.
     // A failure is logged; requests then answer 500 and retry the build.
-    if let Err(e) = function.gateway().await {
-        log::error!("edge-session: the gateway cannot start: {e}");
+    match function.gateway().await {
+        Ok(_) => log::info!(
+            "edge-session: gateway ready in {} us",
+            started.elapsed().as_micros()
+        ),
+        Err(e) => log::error!("edge-session: the gateway cannot start: {e}"),
     }
     // The raw event, not lambda_http::run: a malformed event becomes a 400
     // response instead of an invocation error (see `event::parse_event`).
