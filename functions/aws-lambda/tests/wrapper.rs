@@ -178,7 +178,11 @@ async fn the_session_is_in_the_extensions_and_committed_after_the_handler() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_errors_commit_nothing_and_outages_are_503() {
-    let mut rig = Rig::start().await;
+    let mut rig = Rig::with(&[
+        ("SESSION_STORE_RETRIES", "0"),
+        ("SESSION_STORE_TIMEOUT_MS", "1000"),
+    ])
+    .await;
     let store = store(&rig).await;
     let service = with_sessions(Arc::clone(&store), service_fn(counter)).with_retry_after(9);
     let first = invoke(service.clone(), &Event::http().path("/")).await;
