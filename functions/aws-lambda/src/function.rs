@@ -77,8 +77,11 @@ impl fmt::Debug for Env {
 impl Env {
     /// The process environment, with secret references resolved (one
     /// concurrent round of AWS calls when there are any, none otherwise).
+    /// Variables that are not valid UTF-8 are left out.
     pub async fn load(client: &reqwest::Client) -> Result<Self, InitError> {
-        Self::resolve(client, std::env::vars()).await
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Self::resolve(client, vars).await
     }
 
     /// `vars`, with secret references resolved.
