@@ -13,8 +13,11 @@
 //! `UPSTASH_REDIS_REST_TOKEN`, or references to secrets such as
 //! `SESSION_SECRETS_SECRET_ID`).
 //!
-//! Run it locally with `cargo lambda watch` and
-//! `curl http://127.0.0.1:9000/lambda-url/edge-session-lambda-example/`.
+//! Run it locally with
+//! `cargo lambda watch --manifest-path functions/aws-lambda-example/Cargo.toml --env-file ENV`
+//! (from the workspace root, whose own package would otherwise be the one
+//! run) and `curl http://127.0.0.1:9000/lambda-url/edge-session-lambda-example/`;
+//! `scripts/test-lambda` does exactly this.
 
 #![forbid(unsafe_code)]
 
