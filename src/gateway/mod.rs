@@ -386,21 +386,27 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
     }
 
     fn store_error(&self, error: &Error) -> Response<Bytes> {
-        if error.is_unavailable() {
-            log::warn!("edge-session: session store unavailable: {error}");
-            let mut response = error_response(
-                ErrorCode::StoreUnavailable,
-                "the session store is unavailable",
-            );
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(self.config.retry_after_secs),
-            );
-            response
-        } else {
-            log::error!("edge-session: unexpected session store error: {error}");
-            error_response(ErrorCode::Internal, "internal error")
-        }
+        store_error_response(error, self.config.retry_after_secs)
+    }
+}
+
+/// The answer to a session store error: `503 store_unavailable` with
+/// `Retry-After` when the store could not be reached, else `500 internal`.
+/// Shared by the gateway and the adapters' own wrappers.
+pub fn store_error_response(error: &Error, retry_after_secs: u32) -> Response<Bytes> {
+    if error.is_unavailable() {
+        log::warn!("edge-session: session store unavailable: {error}");
+        let mut response = error_response(
+            ErrorCode::StoreUnavailable,
+            "the session store is unavailable",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        response
+    } else {
+        log::error!("edge-session: unexpected session store error: {error}");
+        error_response(ErrorCode::Internal, "internal error")
     }
 }
 
@@ -416,7 +422,8 @@ pub fn strip_session_headers(headers: &mut HeaderMap) {
     }
 }
 
-fn cookie_header(headers: &HeaderMap) -> Option<String> {
+/// All `Cookie` request headers joined into one value (`None` without any).
+pub fn cookie_header(headers: &HeaderMap) -> Option<String> {
     let parts: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -444,7 +451,8 @@ fn remove_cookie(headers: &mut HeaderMap, name: &str) {
     }
 }
 
-fn client_info(headers: &HeaderMap) -> ClientInfo {
+/// The client info recorded for new sessions, from the request headers.
+pub fn client_info(headers: &HeaderMap) -> ClientInfo {
     ClientInfo::with_user_agent(
         headers
             .get(header::USER_AGENT)

@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use edge_session::gateway::{ErrorCode, error_response};
-use edge_session::{Backend, ClientInfo, Logout, RequestSession, SessionStore};
+use edge_session::gateway::{client_info, cookie_header, store_error_response};
+use edge_session::{Backend, Logout, RequestSession, SessionStore};
 use http::header::{self, HeaderValue};
 use lambda_http::{Body, IntoResponse, Request, Response, Service};
 
@@ -288,17 +288,8 @@ where
         let mut service = std::mem::replace(&mut self.service, fresh);
         Box::pin(async move {
             let headers = request.headers();
-            let cookies: Vec<&str> = headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
-            let client = ClientInfo::with_user_agent(
-                headers
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok()),
-            );
+            let cookie = cookie_header(headers);
+            let client = client_info(headers);
             let session = match store.begin(cookie.as_deref(), client).await {
                 Ok(session) => Sessions::new(session),
                 Err(e) => return Ok(refused(&e, retry_after)),
@@ -325,20 +316,7 @@ where
 }
 
 fn refused<R>(error: &edge_session::Error, retry_after: u32) -> SessionResponse<R> {
-    let response = if error.is_unavailable() {
-        log::warn!("edge-session: session store unavailable: {error}");
-        let mut response = error_response(
-            ErrorCode::StoreUnavailable,
-            "the session store is unavailable",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        response
-    } else {
-        log::error!("edge-session: the session could not be saved: {error}");
-        error_response(ErrorCode::Internal, "internal error")
-    };
+    let response = store_error_response(error, retry_after);
     SessionResponse {
         inner: Outcome::Refused(response),
     }
