@@ -51,10 +51,11 @@ end
 
 -- Pushes the idle expiry forward, never past the absolute one. Writes only
 -- metadata (_seen) and TTLs: a touch never rewrites user data.
-local function slide(key, set, handle, now, abs, idle)
+-- Sets a session's expiry to the idle one (never past `abs`) and records it
+-- in its device set and the active index. Returns the expiry.
+local function expire(key, set, handle, now, abs, idle)
   local exp = math.min(now + idle, abs)
   redis.call('PEXPIREAT', key, exp)
-  redis.call('HSET', key, '_seen', now)
   if set then
     index_touch(set, handle, exp, now)
   end
@@ -62,6 +63,11 @@ local function slide(key, set, handle, now, abs, idle)
     index_touch(K.a, handle, exp, now)
   end
   return exp
+end
+
+local function slide(key, set, handle, now, abs, idle)
+  redis.call('HSET', key, '_seen', now)
+  return expire(key, set, handle, now, abs, idle)
 end
 
 -- Checks a list of ops (ARGV[first..] as op, field, value triples; op is
@@ -151,14 +157,7 @@ local function create(key, set, handle, now, idle, absolute, user, ua, carried, 
     redis.call('HSET', key, field, value)
   end
   local results = apply_ops(key, first)
-  local exp = math.min(now + idle, abs)
-  redis.call('PEXPIREAT', key, exp)
-  if set then
-    index_touch(set, handle, exp, now)
-  end
-  if K.a then
-    index_touch(K.a, handle, exp, now)
-  end
+  local exp = expire(key, set, handle, now, abs, idle)
   local reply = { 0, 1, exp, now, abs }
   for _, r in ipairs(results) do reply[#reply + 1] = r end
   return reply
