@@ -18,6 +18,8 @@
 //! | `SESSION_MAX_FIELDS` | `64` | user fields per session |
 //! | `SESSION_MAX_VALUE_BYTES` | `16384` | JSON text per field |
 //! | `SESSION_REDIS_CLUSTER` | `false` | never run one script across cluster slots |
+//! | `SESSION_INDEXES` | none | fields to index, e.g. `tenant,cart[]` (`[]`: each element of a JSON array) |
+//! | `SESSION_STATS_DAYS` | `30` | days of daily statistics kept (logins, distinct users, sessions created) |
 //! | `SESSION_BACKEND` | auto | `rest` or `direct`; auto picks REST when its URL is set |
 //! | `UPSTASH_REDIS_REST_URL` (alias `KV_REST_API_URL`) | | REST endpoint |
 //! | `UPSTASH_REDIS_REST_TOKEN` (alias `KV_REST_API_TOKEN`) | | REST bearer token |
@@ -56,8 +58,83 @@ pub struct SessionConfig {
     /// Maximum number of sessions a device listing returns.
     pub max_devices: usize,
     /// Redis Cluster mode: a login that moves a session between slots runs as
-    /// two single-slot steps instead of one script.
+    /// two single-slot steps instead of one script, and global keys (indexes,
+    /// statistics) are updated right after each session script.
     pub cluster: bool,
+    /// Fields with a secondary index (cross-session queries and counts).
+    pub indexes: Vec<IndexSpec>,
+    /// Days of daily statistics kept.
+    pub stats_days: u32,
+}
+
+/// A declared secondary index: `field` indexes the field's value, `field[]`
+/// each element of the JSON array it holds.
+///
+/// A JSON string is indexed by its text, a number or boolean by its JSON text
+/// (`42`, `true`); objects, `null` and values over 256 bytes are not indexed,
+/// nor array elements past the 64th.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    /// The session field.
+    pub field: String,
+    /// Whether each element of a JSON array is indexed.
+    pub array: bool,
+}
+
+impl IndexSpec {
+    /// Parses `field` or `field[]`. Field names are 1 to 64 bytes of ASCII
+    /// letters, digits, `_`, `-` and `.`, and do not start with `_`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let (field, array) = match text.strip_suffix("[]") {
+            Some(field) => (field, true),
+            None => (text, false),
+        };
+        let valid = !field.is_empty()
+            && field.len() <= 64
+            && !field.starts_with('_')
+            && field
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Err(Error::config(
+                "SESSION_INDEXES",
+                format!(
+                    "{text:?} is not a field to index: use 1 to 64 letters, digits, _ - or . (not starting with _), with [] for a JSON array"
+                ),
+            ));
+        }
+        Ok(Self {
+            field: field.to_owned(),
+            array,
+        })
+    }
+
+    /// Parses a comma-separated list such as `tenant,cart[]`.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>> {
+        let mut out: Vec<Self> = Vec::new();
+        for item in text.split(',').filter(|i| !i.trim().is_empty()) {
+            let spec = Self::parse(item)?;
+            if out.iter().any(|s| s.field == spec.field) {
+                return Err(Error::config(
+                    "SESSION_INDEXES",
+                    format!("{} is declared twice", spec.field),
+                ));
+            }
+            out.push(spec);
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for IndexSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.field)?;
+        if self.array {
+            f.write_str("[]")?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for SessionConfig {
@@ -73,6 +150,8 @@ impl Default for SessionConfig {
             max_user_id_bytes: 256,
             max_devices: 100,
             cluster: false,
+            indexes: Vec::new(),
+            stats_days: 30,
         }
     }
 }
@@ -95,6 +174,12 @@ impl SessionConfig {
                 "SESSION_TOUCH_INTERVAL",
                 "must be shorter than SESSION_IDLE_TTL",
             ));
+        }
+        if self.indexes.len() > 16 {
+            return Err(Error::config("SESSION_INDEXES", "at most 16 indexes"));
+        }
+        if !(1..=366).contains(&self.stats_days) {
+            return Err(Error::config("SESSION_STATS_DAYS", "must be 1 to 366"));
         }
         if self.max_fields == 0 || self.max_value_bytes == 0 {
             return Err(Error::config(
@@ -224,6 +309,11 @@ impl Settings {
             max_user_id_bytes: defaults.max_user_id_bytes,
             max_devices: defaults.max_devices,
             cluster: flag(&get, "SESSION_REDIS_CLUSTER", defaults.cluster)?,
+            indexes: match get("SESSION_INDEXES") {
+                Some(list) => IndexSpec::parse_list(&list)?,
+                None => defaults.indexes,
+            },
+            stats_days: number(&get, "SESSION_STATS_DAYS", defaults.stats_days)?,
         };
         session.validate()?;
 
@@ -360,6 +450,27 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn index_declarations() {
+        let list = IndexSpec::parse_list("tenant, cart[] ,plan").unwrap();
+        assert_eq!(list.len(), 3);
+        assert!(list[1].array && list[1].field == "cart");
+        assert_eq!(list[1].to_string(), "cart[]");
+        for bad in ["a:b", "_user", "x y", "[]", "tenant,tenant[]"] {
+            let e = IndexSpec::parse_list(bad).unwrap_err();
+            assert!(e.to_string().contains("SESSION_INDEXES"), "{bad}: {e}");
+        }
+        let s = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            ("REDIS_URL", "redis://127.0.0.1"),
+            ("SESSION_INDEXES", "tenant,cart[]"),
+            ("SESSION_STATS_DAYS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(s.session.indexes.len(), 2);
+        assert_eq!(s.session.stats_days, 7);
     }
 
     #[test]

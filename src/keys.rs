@@ -7,7 +7,13 @@
 //! | `es:s:{<handle>}` | hash | a session not bound to a user |
 //! | `es:s:{<user tag>}<handle>` | hash | a session bound to a user |
 //! | `es:u:{<user tag>}` | sorted set | the user's sessions (members: handles, scores: expiry in ms) |
-//! | `es:active` | sorted set | every live session (members: handles, scores: expiry in ms) |
+//! | `es:{g}:active` | sorted set | every live session (members: session ids, scores: expiry in ms) |
+//! | `es:{g}:seen` | sorted set | every live session (members: session ids, scores: last use in ms) |
+//! | `es:{g}:ix:<field>:<value>` | sorted set | sessions whose indexed `<field>` holds `<value>` (scores: expiry) |
+//! | `es:{g}:iv:<field>` | sorted set | the values of an indexed field (scores: latest expiry) |
+//! | `es:{g}:st:created:<day>` | string | sessions created that day (day = days since 1970-01-01, UTC) |
+//! | `es:{g}:st:logins:<day>` | string | logins that day |
+//! | `es:{g}:st:users:<day>` | HyperLogLog | distinct users active that day |
 //!
 //! `<handle>` is the hex SHA-256 of the token secret, so a dump of Redis holds
 //! no usable cookie. `<user tag>` is derived from the user id
@@ -16,6 +22,11 @@
 //! device listing, revocation and logout-all single-slot atomic scripts. Only a
 //! login that moves a session between slots (anonymous to signed-in, or from one
 //! user to another) spans two slots; see [`crate::store`] for how it stays safe.
+//!
+//! Global keys share the hash tag `{g}`. A session's id in them is its key
+//! without `es:s:`. Every global sorted set is scored by expiry (or last use)
+//! and pruned as it is touched; its own TTL follows its last member, so
+//! nothing under the prefix lives without a TTL.
 
 use crate::cookie::{SessionHandle, SessionToken, UserTag};
 use crate::error::{Error, Result};
@@ -69,10 +80,34 @@ impl KeyLayout {
         format!("{}u:{{{}}}", self.prefix, tag.as_str())
     }
 
-    /// The sorted set of all live sessions (members: handles, scores: expiry
-    /// in ms), behind the active-session count.
+    /// The sorted set of all live sessions (members: session ids, scores:
+    /// expiry in ms), behind the active-session count.
     pub fn active(&self) -> String {
-        format!("{}active", self.prefix)
+        self.global("active")
+    }
+
+    /// A global key (indexes and statistics): `<prefix>{g}:<name>`. Every
+    /// global key shares the hash tag `{g}`, so on Redis Cluster they live in
+    /// one slot and one script can keep them in step.
+    pub fn global(&self, name: &str) -> String {
+        format!("{}{{g}}:{name}", self.prefix)
+    }
+
+    /// The session id used in global indexes: the session's key without the
+    /// prefix and `s:` (e.g. `{<user tag>}<handle>`).
+    pub fn session_id<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?.strip_prefix("s:")
+    }
+
+    /// The session key of a session id from a global index.
+    pub fn session_key(&self, id: &str) -> String {
+        format!("{}s:{id}", self.prefix)
+    }
+
+    /// The handle of a session id (`{handle}` or `{user tag}handle`).
+    pub fn handle_of_id(id: &str) -> Option<SessionHandle> {
+        let (inside, after) = id.strip_prefix('{')?.split_once('}')?;
+        SessionHandle::parse(if after.is_empty() { inside } else { after })
     }
 
     /// The Redis Cluster hash tag of a key built by this layout.

@@ -16,6 +16,10 @@
 //!   [`SessionStore::commit`].
 //! - [`backend`]: the REST backend (native and wasm32) and the direct Redis
 //!   backend (native, feature `direct`).
+//! - [`query`]: cross-session queries (secondary indexes), counts and
+//!   analytics, without scanning keys; [`maintenance`]: offline re-indexing
+//!   and the audit.
+//! - [`hooks`]: session lifecycle events for the embedding code.
 //! - [`keys`]: the Redis key layout, ready for Redis Cluster.
 //! - [`gateway`]: the HTTP-level session gateway shared by the Worker and
 //!   Lambda packagings (origin proxy, browser API, admin API).
@@ -39,15 +43,19 @@ pub mod config;
 pub mod cookie;
 mod error;
 pub mod gateway;
+pub mod hooks;
 pub mod keys;
+pub mod maintenance;
 pub mod platform;
+pub mod query;
 pub mod request;
 mod script;
 pub mod session;
 pub mod store;
 
 pub use backend::{AnyBackend, Backend};
-pub use config::{BackendConfig, SessionConfig, Settings};
+pub use config::{BackendConfig, IndexSpec, SessionConfig, Settings};
+pub use hooks::{Hooks, SessionEvent};
 pub use cookie::{
     CookieCodec, CookieConfig, KeyRing, SameSitePolicy, SessionHandle, SessionToken, UserTag,
 };
@@ -55,3 +63,5 @@ pub use error::{Error, Result, ServerError};
 pub use request::{Commit, Logout, RequestSession};
 pub use session::{Applied, Changes, ClientInfo, DeviceSession, Op, Session, Timestamp};
 pub use store::SessionStore;
+pub use query::{Counts, DailyStats, Page, SessionSummary, Stats, ValueCount};
+pub use maintenance::{AuditReport, ReindexReport};

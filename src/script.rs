@@ -40,15 +40,22 @@ pub(crate) static DEVICES: Script = script!("devices");
 pub(crate) static REVOKE: Script = script!("revoke");
 pub(crate) static ACTIVE: Script = script!("active");
 pub(crate) static TRACK: Script = script!("track");
+pub(crate) static RANGE: Script = script!("range");
+pub(crate) static CHECK: Script = script!("check");
+pub(crate) static COUNTS: Script = script!("counts");
+pub(crate) static STATS: Script = script!("stats");
+pub(crate) static REINDEX: Script = script!("reindex");
+pub(crate) static INSPECT: Script = script!("inspect");
 
 /// Every script, for preloading.
-pub(crate) static ALL: [&Script; 10] = [
-    &LOAD, &APPLY, &CREATE, &LOGIN, &TAKE, &DESTROY, &DEVICES, &REVOKE, &ACTIVE, &TRACK,
+pub(crate) static ALL: [&Script; 16] = [
+    &LOAD, &APPLY, &CREATE, &LOGIN, &TAKE, &DESTROY, &DEVICES, &REVOKE, &ACTIVE, &TRACK, &RANGE,
+    &CHECK, &COUNTS, &STATS, &REINDEX, &INSPECT,
 ];
 
 /// The keys of a script call, each with its role letter (see `scripts/lib.lua`):
-/// `s` session, `d` device set, `o` old session, `p` old device set, `a`
-/// active index. The roles travel as the first argument.
+/// `s` session, `d` device set, `o` old session, `p` old device set, `g` a
+/// global key. The roles travel in the first argument, with the context.
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
     roles: String,
@@ -105,10 +112,12 @@ impl Script {
             .get_or_init(|| hex::encode(Sha1::digest(self.source.as_bytes())))
     }
 
-    /// A call of this script with `keys` and `args`.
-    pub(crate) fn call(&'static self, keys: Keys, args: Vec<String>) -> ScriptCall {
+    /// A call of this script with `keys` and `args`, in `context` (the lines
+    /// that follow the key roles in the first argument: prefix, cluster mode,
+    /// indexes, statistics days; see `scripts/lib.lua`).
+    pub(crate) fn call(&'static self, keys: Keys, context: &str, args: Vec<String>) -> ScriptCall {
         let mut all_args = Vec::with_capacity(args.len() + 1);
-        all_args.push(keys.roles);
+        all_args.push(format!("{}\n{context}", keys.roles));
         all_args.extend(args);
         ScriptCall {
             script: self,
@@ -160,6 +169,16 @@ impl ScriptCall {
 pub(crate) async fn run<B: Backend + ?Sized>(
     backend: &B,
     calls: &[ScriptCall],
+    retry: Retry,
+) -> Result<Vec<Value>> {
+    let refs: Vec<&ScriptCall> = calls.iter().collect();
+    run_refs(backend, &refs, retry).await
+}
+
+/// [`run`] over borrowed calls.
+pub(crate) async fn run_refs<B: Backend + ?Sized>(
+    backend: &B,
+    calls: &[&ScriptCall],
     retry: Retry,
 ) -> Result<Vec<Value>> {
     let commands: Vec<Command> = calls.iter().map(|c| c.command(true)).collect();

@@ -31,6 +31,7 @@ use crate::cookie::{CookieCodec, KeyRing, SessionHandle, SessionToken, UserTag};
 use crate::error::{Error, Result};
 use crate::keys::KeyLayout;
 use crate::script::{self, Keys};
+use crate::hooks::{Hooks, SessionEvent};
 use crate::session::{Applied, Changes, ClientInfo, DeviceSession, Session, Timestamp, meta};
 
 /// The session store: configuration plus a backend. Cheap to clone when the
@@ -50,22 +51,25 @@ impl<B: Clone> Clone for SessionStore<B> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone)]
 struct Inner {
     config: SessionConfig,
     codec: CookieCodec,
     layout: KeyLayout,
+    /// The script context after the key roles (see `scripts/lib.lua`).
+    context: String,
+    hooks: Option<Arc<dyn Hooks>>,
 }
 
-/// An active-index follow-up on Redis Cluster.
-#[derive(Debug, Clone, Copy)]
-enum Track {
-    /// Add or refresh the entry.
-    Set,
-    /// Refresh the entry if it exists.
-    Touch,
-    /// Remove the entry.
-    Delete,
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .field("codec", &self.codec)
+            .field("layout", &self.layout)
+            .field("hooks", &self.hooks.is_some())
+            .finish()
+    }
 }
 
 /// Who revocation applies to.
@@ -82,14 +86,38 @@ impl<B: Backend> SessionStore<B> {
         config.validate()?;
         let codec = CookieCodec::new(config.cookie.clone(), keys)?;
         let layout = KeyLayout::new(config.key_prefix.clone())?;
+        let indexes: Vec<String> = config.indexes.iter().map(ToString::to_string).collect();
+        let context = format!(
+            "{}\n{}\n{}\n{}",
+            layout.prefix(),
+            if config.cluster { "c" } else { "n" },
+            indexes.join(","),
+            config.stats_days
+        );
         Ok(Self {
             backend,
             inner: Arc::new(Inner {
                 config,
                 codec,
                 layout,
+                context,
+                hooks: None,
             }),
         })
+    }
+
+    /// Sends session lifecycle events to `hooks` (see [`Hooks`]). Call it
+    /// before cloning the store: clones made earlier keep their hooks.
+    #[must_use]
+    pub fn with_hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        Arc::make_mut(&mut self.inner).hooks = Some(hooks);
+        self
+    }
+
+    pub(crate) fn emit(&self, event: SessionEvent) {
+        if let Some(hooks) = &self.inner.hooks {
+            hooks.on_event(&event);
+        }
     }
 
     /// The backend.
@@ -122,9 +150,100 @@ impl<B: Backend> SessionStore<B> {
     }
 
     /// Keys of the session of `token` in roles `s` and `d` (its device set,
-    /// if bound), plus the active index where it can join the same script.
+    /// if bound).
     fn keys_of(&self, token: &SessionToken) -> Keys {
-        self.with_active(self.own_keys(token, 's', 'd'))
+        self.own_keys(token, 's', 'd')
+    }
+
+    /// A call of `script` in this store's context.
+    pub(crate) fn call(
+        &self,
+        script: &'static script::Script,
+        keys: Keys,
+        args: Vec<String>,
+    ) -> script::ScriptCall {
+        script.call(keys, &self.inner.context, args)
+    }
+
+    /// Keys naming one global key (the routing key of global scripts).
+    pub(crate) fn global_keys(&self, name: &str) -> Keys {
+        Keys::default().with('g', self.inner.layout.global(name))
+    }
+
+    /// Runs session scripts in one round trip and returns their replies. On
+    /// Redis Cluster each reply comes paired with the global operations
+    /// (indexes, statistics) its script could not run in its own slot; they
+    /// follow in one more round trip, in the global slot.
+    pub(crate) async fn run_global(
+        &self,
+        calls: &[script::ScriptCall],
+        retry: Retry,
+    ) -> Result<Vec<Value>> {
+        let (replies, ops) = self.run_deferring(calls, Vec::new(), retry).await?;
+        self.run_deferred(ops).await?;
+        Ok(replies)
+    }
+
+    /// Runs the global operations `ops` returned by cluster-mode scripts.
+    async fn run_deferred(&self, ops: Vec<String>) -> Result<()> {
+        if !ops.is_empty() {
+            let call = self.call(&script::TRACK, self.global_keys("active"), ops);
+            // Counters are not idempotent: no blind retry.
+            script::run(&self.backend, &[call], Retry::Once).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `calls`, with the global operations `carried` from an earlier
+    /// step in the same round trip, and returns their replies and (on Redis
+    /// Cluster) the global operations they deferred, not yet run.
+    async fn run_deferring(
+        &self,
+        calls: &[script::ScriptCall],
+        carried: Vec<String>,
+        retry: Retry,
+    ) -> Result<(Vec<Value>, Vec<String>)> {
+        if carried.is_empty() {
+            let replies = script::run(&self.backend, calls, retry).await?;
+            return self.split_deferred(replies);
+        }
+        let track = self.call(&script::TRACK, self.global_keys("active"), carried);
+        let mut all: Vec<&script::ScriptCall> = calls.iter().collect();
+        all.push(&track);
+        let mut replies = script::run_refs(&self.backend, &all, Retry::Once).await?;
+        replies.pop();
+        self.split_deferred(replies)
+    }
+
+    fn split_deferred(&self, replies: Vec<Value>) -> Result<(Vec<Value>, Vec<String>)> {
+        if !self.inner.config.cluster {
+            return Ok((replies, Vec::new()));
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        let mut ops = Vec::new();
+        for reply in replies {
+            let pair = reply
+                .into_array()
+                .ok_or(Error::protocol("cluster reply: expected a pair"))?;
+            let [reply, global] = <[Value; 2]>::try_from(pair)
+                .map_err(|_| Error::protocol("cluster reply: expected a pair"))?;
+            for op in global.into_array().unwrap_or_default() {
+                ops.push(
+                    op.into_string()
+                        .ok_or(Error::protocol("cluster reply: bad operation"))?,
+                );
+            }
+            out.push(reply);
+        }
+        Ok((out, ops))
+    }
+
+    /// [`Self::run_global`] for one call.
+    async fn run_global_one(&self, call: script::ScriptCall, retry: Retry) -> Result<Value> {
+        self.run_global(std::slice::from_ref(&call), retry)
+            .await?
+            .pop()
+            .ok_or(Error::protocol("missing script reply"))
     }
 
     fn own_keys(&self, token: &SessionToken, session: char, set: char) -> Keys {
@@ -134,70 +253,10 @@ impl<B: Backend> SessionStore<B> {
             .maybe(set, token.user_tag().map(|tag| layout.devices(tag)))
     }
 
-    /// Adds the active index, except on Redis Cluster, where it lives in
-    /// another slot and is kept by [`Self::track`] instead.
-    fn with_active(&self, keys: Keys) -> Keys {
-        if self.inner.config.cluster {
-            keys
-        } else {
-            keys.with('a', self.inner.layout.active())
-        }
-    }
-
-    /// Redis Cluster only: the call that brings the active index in step
-    /// with an operation in another slot (idempotent; entries also expire by
-    /// their score). `None` when not on a cluster, where the operation's own
-    /// script keeps the index.
-    fn track_call(&self, ops: &[(Track, &SessionHandle)]) -> Option<script::ScriptCall> {
-        if !self.inner.config.cluster || ops.is_empty() {
-            return None;
-        }
-        let idle = Self::ms(self.inner.config.idle_ttl);
-        let mut args = Vec::with_capacity(ops.len() * 3);
-        for (op, handle) in ops {
-            let op = match op {
-                Track::Set => "S",
-                Track::Touch => "T",
-                Track::Delete => "D",
-            };
-            args.extend([op.to_owned(), handle.as_str().to_owned(), idle.clone()]);
-        }
-        let keys = Keys::default().with('a', self.inner.layout.active());
-        Some(script::TRACK.call(keys, args))
-    }
-
-    /// Runs `call`, with the active-index follow-up for `track` in the same
-    /// round trip on Redis Cluster, and returns `call`'s reply.
-    async fn run_tracked(
-        &self,
-        call: script::ScriptCall,
-        track: &[(Track, &SessionHandle)],
-        retry: Retry,
-    ) -> Result<Value> {
-        let mut calls = vec![call];
-        calls.extend(self.track_call(track));
-        let mut replies = script::run(&self.backend, &calls, retry).await?;
-        replies.truncate(1);
-        replies.pop().ok_or(Error::protocol("missing script reply"))
-    }
-
-    /// Runs the active-index follow-up alone (Redis Cluster only).
-    async fn track(&self, track: &[(Track, &SessionHandle)]) -> Result<()> {
-        if let Some(call) = self.track_call(track) {
-            script::run(&self.backend, &[call], Retry::Idempotent).await?;
-        }
-        Ok(())
-    }
-
     /// The number of live sessions. One round trip.
     pub async fn active_sessions(&self) -> Result<u64> {
-        let keys = Keys::default().with('a', self.inner.layout.active());
-        let reply = script::run_one(
-            &self.backend,
-            script::ACTIVE.call(keys, Vec::new()),
-            Retry::Idempotent,
-        )
-        .await?;
+        let call = self.call(&script::ACTIVE, self.global_keys("active"), Vec::new());
+        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
         reply
             .into_array()
             .and_then(|items| items.get(1).and_then(Value::as_int))
@@ -241,7 +300,8 @@ impl<B: Backend> SessionStore<B> {
     pub async fn load(&self, token: &SessionToken) -> Result<Option<Session>> {
         let config = &self.inner.config;
         let handle = token.handle();
-        let call = script::LOAD.call(
+        let call = self.call(
+            &script::LOAD,
             self.keys_of(token),
             vec![
                 Self::ms(config.idle_ttl),
@@ -249,18 +309,8 @@ impl<B: Backend> SessionStore<B> {
                 handle.as_str().to_owned(),
             ],
         );
-        let reply = script::run_one(&self.backend, call, Retry::Idempotent).await?;
-        let session = parse_session(reply, handle)?;
-        // On Redis Cluster: a follow-up when the session slid (at most once per
-        // touch interval) or turned out dead.
-        match &session {
-            Some(s) if s.last_seen == s.loaded_at => {
-                self.track(&[(Track::Touch, &s.handle)]).await?
-            }
-            Some(_) => {}
-            None => self.track(&[(Track::Delete, &token.handle())]).await?,
-        }
-        Ok(session)
+        let reply = self.run_global_one(call, Retry::Idempotent).await?;
+        parse_session(reply, handle)
     }
 
     /// Creates a session holding `changes`, bound to `user` if given, and
@@ -276,16 +326,18 @@ impl<B: Backend> SessionStore<B> {
             self.check_user(user)?;
         }
         let token = SessionToken::generate(user.map(UserTag::of));
-        let call = script::CREATE.call(
+        let call = self.call(
+            &script::CREATE,
             self.keys_of(&token),
             self.create_args(&token, user, client, None, changes),
         );
         // Safe to retry: a replay of the same create answers without writing.
-        let handle = token.handle();
-        let reply = self
-            .run_tracked(call, &[(Track::Set, &handle)], Retry::Idempotent)
-            .await?;
+        let reply = self.run_global_one(call, Retry::Idempotent).await?;
         let applied = parse_write(reply, changes, self.inner.config.max_fields)?;
+        self.emit(SessionEvent::Created {
+            handle: token.handle(),
+            user: user.map(str::to_owned),
+        });
         Ok((token, applied))
     }
 
@@ -333,18 +385,11 @@ impl<B: Backend> SessionStore<B> {
             config.max_fields.to_string(),
         ];
         args.extend(changes.script_args());
-        let call = script::APPLY.call(self.keys_of(token), args);
-        let handle = token.handle();
+        let call = self.call(&script::APPLY, self.keys_of(token), args);
         let reply = self
-            .run_tracked(call, &[(Track::Touch, &handle)], Self::retry_for(changes))
+            .run_global_one(call, Self::retry_for(changes))
             .await?;
-        match parse_write(reply, changes, config.max_fields) {
-            Err(Error::SessionGone) => {
-                self.track(&[(Track::Delete, &handle)]).await?;
-                Err(Error::SessionGone)
-            }
-            other => other,
-        }
+        parse_write(reply, changes, config.max_fields)
     }
 
     /// Signs `user` in: a new session under a new token, bound to `user`,
@@ -369,8 +414,6 @@ impl<B: Backend> SessionStore<B> {
         let same_slot = KeyLayout::hash_tag(&layout.session(&token))
             == KeyLayout::hash_tag(&layout.session(current));
         let max_fields = self.inner.config.max_fields;
-        let (new_handle, old_handle) = (token.handle(), current.handle());
-        let track = [(Track::Set, &new_handle), (Track::Delete, &old_handle)];
         // Safe to retry: a replay of the same login answers without writing.
         let retry = Retry::Idempotent;
 
@@ -382,17 +425,22 @@ impl<B: Backend> SessionStore<B> {
             }
             let args =
                 self.create_args(&token, Some(user), client, Some(&current.handle()), changes);
-            let call = script::LOGIN.call(self.with_active(keys), args);
-            let reply = self.run_tracked(call, &track, retry).await?;
+            let call = self.call(&script::LOGIN, keys, args);
+            let reply = self.run_global_one(call, retry).await?;
             parse_write(reply, changes, max_fields)?
         } else {
             // Redis Cluster, different slots: take the old session (atomically
             // read and delete it), then create the new one with its data.
-            let call = script::TAKE.call(
+            let call = self.call(
+                &script::TAKE,
                 self.own_keys(current, 's', 'd'),
                 vec![current.handle().as_str().to_owned()],
             );
-            let taken = script::run_one(&self.backend, call, Retry::Once).await?;
+            let (taken, deferred) = self.run_deferring(&[call], Vec::new(), Retry::Once).await?;
+            let taken = taken
+                .into_iter()
+                .next()
+                .ok_or(Error::protocol("missing script reply"))?;
             let mut carried = Changes::new();
             let flat = taken
                 .into_array()
@@ -407,24 +455,45 @@ impl<B: Backend> SessionStore<B> {
                 }
             }
             carried.ops.extend(changes.ops.iter().cloned());
-            let call = script::CREATE.call(
+            let call = self.call(
+                &script::CREATE,
                 self.keys_of(&token),
                 self.create_args(&token, Some(user), client, None, &carried),
             );
-            let reply = self.run_tracked(call, &track, retry).await?;
+            // The take's index updates ride along with the create.
+            let (replies, ops) = self.run_deferring(&[call], deferred, retry).await?;
+            self.run_deferred(ops).await?;
+            let reply = replies
+                .into_iter()
+                .next()
+                .ok_or(Error::protocol("missing script reply"))?;
             parse_write(reply, &carried, max_fields)?
         };
+        self.emit(SessionEvent::Regenerated {
+            old: current.handle(),
+            new: token.handle(),
+            user: user.to_owned(),
+        });
         Ok((token, applied))
     }
 
     /// Destroys the session of `token` (logout). Returns whether it existed.
     pub async fn destroy(&self, token: &SessionToken) -> Result<bool> {
         let handle = token.handle();
-        let call = script::DESTROY.call(self.keys_of(token), vec![handle.as_str().to_owned()]);
-        let reply = self
-            .run_tracked(call, &[(Track::Delete, &handle)], Retry::Idempotent)
-            .await?;
-        Ok(reply.as_int() == Some(1))
+        let call = self.call(
+            &script::DESTROY,
+            self.keys_of(token),
+            vec![handle.as_str().to_owned()],
+        );
+        let reply = self.run_global_one(call, Retry::Idempotent).await?;
+        let existed = reply.as_int() == Some(1);
+        if existed {
+            self.emit(SessionEvent::Destroyed {
+                handle,
+                user: None,
+            });
+        }
+        Ok(existed)
     }
 
     /// Keys of the device set of `user`, plus the active index where allowed.
@@ -432,7 +501,7 @@ impl<B: Backend> SessionStore<B> {
         self.check_user(user)?;
         let tag = UserTag::of(user);
         let keys = Keys::default().with('d', self.inner.layout.devices(&tag));
-        Ok((tag, self.with_active(keys)))
+        Ok((tag, keys))
     }
 
     /// The live sessions of `user`, oldest expiry first, with their metadata.
@@ -443,12 +512,8 @@ impl<B: Backend> SessionStore<B> {
             self.inner.layout.user_sessions_prefix(&tag),
             self.inner.config.max_devices.to_string(),
         ];
-        let reply = script::run_one(
-            &self.backend,
-            script::DEVICES.call(keys, args),
-            Retry::Idempotent,
-        )
-        .await?;
+        let call = self.call(&script::DEVICES, keys, args);
+        let reply = self.run_global_one(call, Retry::Idempotent).await?;
         parse_devices(reply)
     }
 
@@ -464,12 +529,8 @@ impl<B: Backend> SessionStore<B> {
             mode.to_owned(),
             handle.to_owned(),
         ];
-        let reply = script::run_one(
-            &self.backend,
-            script::REVOKE.call(keys, args),
-            Retry::Idempotent,
-        )
-        .await?;
+        let call = self.call(&script::REVOKE, keys, args);
+        let reply = self.run_global_one(call, Retry::Idempotent).await?;
         let gone = reply
             .into_array()
             .ok_or(Error::protocol("revoke: expected a list"))?
@@ -477,8 +538,18 @@ impl<B: Backend> SessionStore<B> {
             .map(|v| v.as_str().and_then(SessionHandle::parse))
             .collect::<Option<Vec<_>>>()
             .ok_or(Error::protocol("revoke: bad handle"))?;
-        let track: Vec<_> = gone.iter().map(|h| (Track::Delete, h)).collect();
-        self.track(&track).await?;
+        for handle in &gone {
+            self.emit(SessionEvent::Destroyed {
+                handle: handle.clone(),
+                user: Some(user.to_owned()),
+            });
+        }
+        if matches!(mode, "all") {
+            self.emit(SessionEvent::LoggedOutEverywhere {
+                user: user.to_owned(),
+                sessions: gone.len() as u64,
+            });
+        }
         Ok(gone.len() as u64)
     }
 

@@ -1,5 +1,5 @@
 -- Field-level write to a live session, with the slide, in one atomic step.
--- Keys: s session hash, d device set (bound sessions), a active index.
+-- Keys: s session hash, d device set (bound sessions).
 -- ARGV[2] idle ms, ARGV[3] handle, ARGV[4] expected version ('' = any),
 -- ARGV[5] max user fields, ARGV[6..] ops (op, field, value)
 -- Returns {0, version, expiry, now, absolute, increments...} on success,
@@ -8,24 +8,25 @@
 -- non-integer, {4, count} when the field limit would be passed.
 local key, set, handle = K.s, K.d, ARGV[3]
 local now = now_ms()
-local meta = redis.call('HMGET', key, '_abs', '_ver')
+local meta = redis.call('HMGET', key, '_abs', '_ver', '_user')
 local abs = tonumber(meta[1])
 if not abs or abs <= now then
   bury(key, set, handle)
-  return { 1 }
+  return finish({ 1 })
 end
 local ver = tonumber(meta[2]) or 0
 if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= ver then
-  return { 2, ver }
+  return finish({ 2, ver })
 end
 local function current(field)
   return redis.call('HGET', key, field)
 end
 local bad = check_ops(current, user_field_count(key), 6, tonumber(ARGV[5]))
-if bad then return bad end
+if bad then return finish(bad) end
+local before = ix_of_key(key)
 local results = apply_ops(key, 6)
 ver = redis.call('HINCRBY', key, '_ver', 1)
-local exp = slide(key, set, handle, now, abs, tonumber(ARGV[2]))
+local exp = slide(key, set, handle, now, abs, tonumber(ARGV[2]), before, meta[3])
 local reply = { 0, ver, exp, now, abs }
 for _, r in ipairs(results) do reply[#reply + 1] = r end
-return reply
+return finish(reply)

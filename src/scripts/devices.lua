@@ -1,5 +1,5 @@
 -- Lists a user's live sessions, pruning dead entries as it goes.
--- Keys: d the user's device set, a active index.
+-- Keys: d the user's device set.
 -- ARGV[2] key prefix of this user's sessions (they share the set's hash tag,
 -- so they live in the same cluster slot), ARGV[3] maximum entries
 -- Returns {now, {{handle, created, seen, expiry, absolute, user agent, user}, ...}}
@@ -18,4 +18,4 @@ for _, h in ipairs(handles) do
     bury(key, set, h)
   end
 end
-return { now, out }
+return finish({ now, out })

@@ -9,65 +9,241 @@
 
 local META = { '_created', '_seen', '_abs', '_ver', '_user', '_ua' }
 
--- Keys by role. ARGV[1] names the role of each key, one letter per key:
---   s session hash, d its user's device set, o old session hash (login),
---   p old session's device set (login), a the active-sessions index.
+-- ARGV[1] is the context, five lines:
+--   1. the role of each key, one letter per key: s session hash, d its
+--      user's device set, o old session hash (login), p old session's device
+--      set (login), g a global key (index or statistics, cluster follow-ups);
+--   2. the key prefix (e.g. "es:");
+--   3. "c" on Redis Cluster, else "n";
+--   4. the declared indexes, e.g. "tenant,cart[]" ("[]": index each element
+--      of a JSON array);
+--   5. how many days daily statistics are kept.
 -- A role that is absent has no key (e.g. no device set for an anonymous
--- session, no active index on Redis Cluster, where it lives in another slot).
-local K = {}
-for i = 1, #ARGV[1] do
-  K[string.sub(ARGV[1], i, i)] = KEYS[i]
+-- session).
+local CTX = {}
+for line in string.gmatch(ARGV[1] .. '\n', '([^\n]*)\n') do
+  CTX[#CTX + 1] = line
 end
+local K = {}
+for i = 1, #CTX[1] do
+  K[string.sub(CTX[1], i, i)] = KEYS[i]
+end
+local PREFIX = CTX[2] or 'es:'
+local CLUSTER = CTX[3] == 'c'
+local IX = {}
+for item in string.gmatch(CTX[4] or '', '[^,]+') do
+  if string.sub(item, -2) == '[]' then
+    IX[#IX + 1] = { field = string.sub(item, 1, -3), array = true }
+  else
+    IX[#IX + 1] = { field = item, array = false }
+  end
+end
+local STAT_TTL = (tonumber(CTX[5]) or 30) * 86400000 + 86400000
+-- Index values longer than this, and array elements past this count, are
+-- not indexed (bounded work per write).
+local MAX_IX_VALUE = 256
+local MAX_IX_ELEMENTS = 64
 local MAX_SAFE = 9007199254740991
 
+local NOW
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW
 end
 
--- Records `handle` with expiry `exp` in a sorted set of sessions (a user's
--- device set or the active index), drops members that expired before `now`,
--- and keeps the set's own TTL at its last member's, so the set never outlives
--- the sessions it lists.
-local function index_touch(set, handle, exp, now)
-  redis.call('ZADD', set, exp, handle)
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. now)
+-- Records `member` with `score` in the sorted set `set`, drops members scored
+-- before `now - horizon`, and keeps the set's own TTL at its last member's
+-- score + `horizon`, so the set never outlives what it lists.
+local function zput(set, member, score, now, horizon)
+  redis.call('ZADD', set, score, member)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (now - horizon))
   local last = redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')
   if last[2] then
-    redis.call('PEXPIREAT', set, last[2])
+    redis.call('PEXPIREAT', set, tonumber(last[2]) + horizon)
   end
 end
 
--- Deletes a session that is gone or past its absolute expiry, and its index entry.
+-- Global keys (the active and seen indexes, field indexes, statistics) share
+-- the hash tag {g}, so on Redis Cluster they live in one slot apart from the
+-- sessions. Operations on them are (op, name, member, score, extra):
+--   Z  member scored by its expiry (score), pruned when expired;
+--   S  member scored by last use (score), pruned `extra` ms later;
+--   V  value registry: member's score raised to `score` (never lowered);
+--   R  member removed;
+--   C  counter incremented, kept `extra` ms;
+--   H  member added to a HyperLogLog, kept `extra` ms.
+-- On a single Redis they run at once, in the same atomic script. On Redis
+-- Cluster they are returned to the caller (see finish()), which runs them in
+-- the global slot with track.lua right after.
+local function gkey(name)
+  return PREFIX .. '{g}:' .. name
+end
+
+local function gexec(op, name, member, score, extra, now)
+  local key = gkey(name)
+  if op == 'Z' then
+    zput(key, member, score, now, 0)
+  elseif op == 'S' then
+    zput(key, member, score, now, extra)
+  elseif op == 'V' then
+    redis.call('ZADD', key, 'GT', score, member)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if last[2] then redis.call('PEXPIREAT', key, last[2]) end
+  elseif op == 'R' then
+    redis.call('ZREM', key, member)
+  elseif op == 'C' then
+    redis.call('INCR', key)
+    redis.call('PEXPIRE', key, extra)
+  elseif op == 'H' then
+    redis.call('PFADD', key, member)
+    redis.call('PEXPIRE', key, extra)
+  end
+end
+
+local G = {}
+local function gop(op, name, member, score, extra)
+  if CLUSTER then
+    local n = #G
+    G[n + 1], G[n + 2], G[n + 3] = op, name, member
+    G[n + 4], G[n + 5] = tostring(score or 0), tostring(extra or 0)
+  else
+    gexec(op, name, member, tonumber(score) or 0, tonumber(extra) or 0, now_ms())
+  end
+end
+
+-- A script's reply: as is on a single Redis; on Redis Cluster paired with
+-- the global operations the caller must run next.
+local function finish(reply)
+  if CLUSTER then
+    return { reply, G }
+  end
+  return reply
+end
+
+-- The session's id in global indexes: its key without the prefix and "s:".
+local function sid_of(key)
+  return string.sub(key, #PREFIX + 3)
+end
+
+local function day_of(now)
+  return tostring(math.floor(now / 86400000))
+end
+
+-- The index values of one field's JSON text: the text of a JSON string, the
+-- JSON text of a number or boolean; for an array index, each element's.
+local function ix_values(text, array)
+  local out = {}
+  if not text then return out end
+  local ok, v = pcall(cjson.decode, text)
+  if not ok then return out end
+  local function add(x)
+    local t, s = type(x), nil
+    if t == 'string' then
+      s = x
+    elseif t == 'number' or t == 'boolean' then
+      s = cjson.encode(x)
+    end
+    if s and #s <= MAX_IX_VALUE then out[#out + 1] = s end
+  end
+  if array then
+    if type(v) == 'table' then
+      for i = 1, math.min(#v, MAX_IX_ELEMENTS) do add(v[i]) end
+    end
+  else
+    add(v)
+  end
+  return out
+end
+
+-- The index entries of a session as a set of "field\nvalue" strings;
+-- `get(field)` returns a field's JSON text or nil.
+local function ix_entries(get)
+  local set = {}
+  for _, ix in ipairs(IX) do
+    for _, v in ipairs(ix_values(get(ix.field), ix.array)) do
+      set[ix.field .. '\n' .. v] = true
+    end
+  end
+  return set
+end
+
+-- The index entries of the session stored at `key`.
+local function ix_of_key(key)
+  if #IX == 0 then return {} end
+  local names = {}
+  for i, ix in ipairs(IX) do names[i] = ix.field end
+  local values = redis.call('HMGET', key, unpack(names))
+  local by = {}
+  for i, ix in ipairs(IX) do
+    if values[i] then by[ix.field] = values[i] end
+  end
+  return ix_entries(function(f) return by[f] end)
+end
+
+-- Moves a session's index entries from `before` to `after` (sets of
+-- entries), scoring the ones in `after` with the session's expiry `exp`.
+local function ix_sync(sid, before, after, exp)
+  for e in pairs(before) do
+    if not after[e] then
+      local f, v = string.match(e, '^([^\n]*)\n(.*)$')
+      gop('R', 'ix:' .. f .. ':' .. v, sid)
+    end
+  end
+  for e in pairs(after) do
+    local f, v = string.match(e, '^([^\n]*)\n(.*)$')
+    gop('Z', 'ix:' .. f .. ':' .. v, sid, exp)
+    gop('V', 'iv:' .. f, v, exp)
+  end
+end
+
+-- Records `handle` with expiry `exp` in a user's device set (pruned, and
+-- never outliving its sessions).
+local function index_touch(set, handle, exp, now)
+  zput(set, handle, exp, now, 0)
+end
+
+-- Deletes a session that is gone or past its absolute expiry, and every
+-- index entry it has.
 local function bury(key, set, handle)
+  local sid = sid_of(key)
+  ix_sync(sid, ix_of_key(key), {}, 0)
   redis.call('DEL', key)
   if set then
     redis.call('ZREM', set, handle)
   end
-  if K.a then
-    redis.call('ZREM', K.a, handle)
-  end
+  gop('R', 'active', sid)
+  gop('R', 'seen', sid)
 end
 
--- Pushes the idle expiry forward, never past the absolute one. Writes only
--- metadata (_seen) and TTLs: a touch never rewrites user data.
--- Sets a session's expiry to the idle one (never past `abs`) and records it
--- in its device set and the active index. Returns the expiry.
-local function expire(key, set, handle, now, abs, idle)
+-- Sets a session's expiry to the idle one (never past `abs`), records it in
+-- its device set, the active and seen indexes, and moves its field index
+-- entries from `before` to what the session holds now. Returns the expiry.
+local function expire(key, set, handle, now, abs, idle, before)
   local exp = math.min(now + idle, abs)
   redis.call('PEXPIREAT', key, exp)
   if set then
     index_touch(set, handle, exp, now)
   end
-  if K.a then
-    index_touch(K.a, handle, exp, now)
-  end
+  local sid = sid_of(key)
+  gop('Z', 'active', sid, exp)
+  gop('S', 'seen', sid, now, idle)
+  ix_sync(sid, before or {}, ix_of_key(key), exp)
   return exp
 end
 
-local function slide(key, set, handle, now, abs, idle)
+-- Pushes the idle expiry forward, never past the absolute one. Writes only
+-- metadata (_seen) and TTLs: a touch never rewrites user data. A bound
+-- session counts its user as active today.
+local function slide(key, set, handle, now, abs, idle, before, user)
   redis.call('HSET', key, '_seen', now)
-  return expire(key, set, handle, now, abs, idle)
+  if user and user ~= '' then
+    gop('H', 'st:users:' .. day_of(now), user, 0, STAT_TTL)
+  end
+  return expire(key, set, handle, now, abs, idle, before)
 end
 
 -- Checks a list of ops (ARGV[first..] as op, field, value triples; op is
@@ -157,7 +333,13 @@ local function create(key, set, handle, now, idle, absolute, user, ua, carried, 
     redis.call('HSET', key, field, value)
   end
   local results = apply_ops(key, first)
-  local exp = expire(key, set, handle, now, abs, idle)
+  local exp = expire(key, set, handle, now, abs, idle, {})
+  local day = day_of(now)
+  gop('C', 'st:created:' .. day, '', 0, STAT_TTL)
+  if user ~= '' then
+    gop('C', 'st:logins:' .. day, '', 0, STAT_TTL)
+    gop('H', 'st:users:' .. day, user, 0, STAT_TTL)
+  end
   local reply = { 0, 1, exp, now, abs }
   for _, r in ipairs(results) do reply[#reply + 1] = r end
   return reply
@@ -178,4 +360,34 @@ local function replay(key, first)
     end
   end
   return reply
+end
+
+-- Live sessions per value of the indexed `field`, at most `top` rows with the
+-- largest counts first, examining at most `most` values. Prunes expired
+-- entries and empty values on the way. Runs in the global slot.
+-- Returns {distinct values, {value, count, ...}}.
+local function ix_counts(field, top, most, now)
+  local registry = gkey('iv:' .. field)
+  redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. now)
+  local rows = {}
+  for _, v in ipairs(redis.call('ZREVRANGE', registry, 0, most - 1)) do
+    local ix = gkey('ix:' .. field .. ':' .. v)
+    redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. now)
+    local n = redis.call('ZCARD', ix)
+    if n > 0 then
+      rows[#rows + 1] = { v, n }
+    else
+      redis.call('ZREM', registry, v)
+    end
+  end
+  table.sort(rows, function(a, b)
+    if a[2] ~= b[2] then return a[2] > b[2] end
+    return a[1] < b[1]
+  end)
+  local out = {}
+  for i = 1, math.min(#rows, top) do
+    out[#out + 1] = rows[i][1]
+    out[#out + 1] = rows[i][2]
+  end
+  return { #rows, out }
 end

@@ -2,14 +2,14 @@
 -- the old session's user data moves to a new session under a new token,
 -- bound to the user; the old session and its index entries are deleted.
 -- Keys: s new session hash, d new device set, o old session hash,
--- p old device set (when the old session was bound), a active index.
+-- p old device set (when the old session was bound).
 -- ARGV[2] idle ms, ARGV[3] absolute lifetime ms, ARGV[4] new handle,
 -- ARGV[5] user id, ARGV[6] user agent, ARGV[7] max user fields,
 -- ARGV[8] old handle, ARGV[9..] ops (op, field, value)
 -- Returns as create.lua.
 local key, set = K.s, K.d
 if redis.call('EXISTS', key) == 1 then
-  return replay(key, 9)
+  return finish(replay(key, 9))
 end
 local now = now_ms()
 local flat = redis.call('HGETALL', K.o)
@@ -23,7 +23,7 @@ if abs and abs > now then
 end
 local function current(field) return carried[field] end
 local bad = check_ops(current, count, 9, tonumber(ARGV[7]))
-if bad then return bad end
+if bad then return finish(bad) end
 bury(K.o, K.p, ARGV[8])
-return create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[5], ARGV[6], carried, 9)
+return finish(create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[5], ARGV[6], carried, 9))

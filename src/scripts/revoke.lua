@@ -1,5 +1,5 @@
 -- Revokes sessions of one user: one of them, all but one, or all (logout-all).
--- Keys: d the user's device set, a active index.
+-- Keys: d the user's device set.
 -- ARGV[2] key prefix of this user's sessions (same cluster slot as the set),
 -- ARGV[3] mode: 'one' | 'others' | 'all', ARGV[4] handle (the one to revoke,
 -- or the one to keep)
@@ -21,4 +21,4 @@ else
     end
   end
 end
-return gone
+return finish(gone)

@@ -20,4 +20,4 @@ if abs and abs > now then
     end
   end
 end
-return out
+return finish(out)

@@ -1,18 +1,12 @@
--- Redis Cluster only: keeps the active index (its own slot) in step with a
--- session operation that runs in another slot, usually in the same pipeline.
--- Idempotent, and self-healing: an entry lives at most until the expiry it
--- was given.
--- Keys: a active index.
--- ARGV[2..] triples (op, handle, ttl ms):
---   S set the entry to now + ttl; T the same, only if the entry exists;
---   D delete the entry (ttl ignored).
+-- Redis Cluster only: runs the global operations (indexes, statistics) that
+-- a session script in another slot returned (see finish() and gop()).
+-- Idempotent enough to repeat, and self-healing: an index entry lives at most
+-- until the expiry it was given, and queries check every entry they return.
+-- Keys: g any global key (for routing to the global slot).
+-- ARGV[2..] quintuples (op, name, member, score, extra).
 local now = now_ms()
-for i = 2, #ARGV, 3 do
-  local op, handle, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  if op == 'D' then
-    redis.call('ZREM', K.a, handle)
-  elseif op == 'S' or redis.call('ZSCORE', K.a, handle) then
-    index_touch(K.a, handle, now + ttl, now)
-  end
+for i = 2, #ARGV, 5 do
+  gexec(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]),
+    tonumber(ARGV[i + 4]), now)
 end
 return 1

@@ -332,6 +332,15 @@ impl Harness {
         iter.map(Result::unwrap).collect()
     }
 
+    /// Every key except the daily statistics (counters and HyperLogLogs,
+    /// which outlive the sessions they counted by design).
+    pub fn data_keys(&self) -> Vec<String> {
+        self.all_keys()
+            .into_iter()
+            .filter(|k| !k.contains("{g}:st:"))
+            .collect()
+    }
+
     pub fn pttl(&self, key: &str) -> i64 {
         redis::cmd("PTTL")
             .arg(key)

@@ -1,0 +1,92 @@
+//! Session lifecycle events, for the embedding code to log or publish.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use edge_session::hooks::{Hooks, SessionEvent};
+//!
+//! struct Log;
+//! impl Hooks for Log {
+//!     fn on_event(&self, event: &SessionEvent) {
+//!         eprintln!("session event: {}", event.kind());
+//!     }
+//! }
+//! # fn wire<B: edge_session::Backend>(store: edge_session::SessionStore<B>) {
+//! let store = store.with_hooks(Arc::new(Log));
+//! # let _ = store; }
+//! ```
+//!
+//! Hooks run after the operation succeeded in Redis, synchronously and
+//! before the operation returns: keep them quick. To publish an event over
+//! the network, hand it to a queue or to `ctx.wait_until` on Workers (or a
+//! spawned task on Lambda) instead of awaiting inside the hook. Events carry
+//! handles (the non-secret SHA-256 of a token) and user ids, never tokens.
+
+use crate::cookie::SessionHandle;
+use crate::platform::{MaybeSend, MaybeSync};
+
+/// Something that happened to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// A session was created (a visitor's first write, or a login without a
+    /// session).
+    Created {
+        /// The new session.
+        handle: SessionHandle,
+        /// The user it is bound to, if any.
+        user: Option<String>,
+    },
+    /// A login replaced a session with a new one under a new token (the old
+    /// token is dead).
+    Regenerated {
+        /// The session that ended.
+        old: SessionHandle,
+        /// The session that carries its data on.
+        new: SessionHandle,
+        /// The user now signed in.
+        user: String,
+    },
+    /// A session was destroyed: logout, or revocation by its user or an
+    /// administrator.
+    Destroyed {
+        /// The session.
+        handle: SessionHandle,
+        /// The user, when known (revocations).
+        user: Option<String>,
+    },
+    /// Every session of a user was revoked.
+    LoggedOutEverywhere {
+        /// The user.
+        user: String,
+        /// How many sessions ended.
+        sessions: u64,
+    },
+}
+
+impl SessionEvent {
+    /// A short name: `created`, `regenerated`, `destroyed`,
+    /// `logged_out_everywhere`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionEvent::Created { .. } => "created",
+            SessionEvent::Regenerated { .. } => "regenerated",
+            SessionEvent::Destroyed { .. } => "destroyed",
+            SessionEvent::LoggedOutEverywhere { .. } => "logged_out_everywhere",
+        }
+    }
+}
+
+/// Receives [`SessionEvent`]s; see [`crate::SessionStore::with_hooks`].
+pub trait Hooks: MaybeSend + MaybeSync {
+    /// Called once per event, after the change is stored.
+    fn on_event(&self, event: &SessionEvent);
+}
+
+impl<F> Hooks for F
+where
+    F: Fn(&SessionEvent) + MaybeSend + MaybeSync,
+{
+    fn on_event(&self, event: &SessionEvent) {
+        self(event);
+    }
+}
