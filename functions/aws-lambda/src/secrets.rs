@@ -20,16 +20,20 @@
 //! `AWS_ENDPOINT_URL` override the endpoints, as in the AWS SDKs.
 //!
 //! Setting both `NAME` and a reference to it is an error. Requests are signed
-//! with AWS Signature Version 4, implemented here with the `hmac` and `sha2`
-//! crates the core already uses, so the function carries no AWS SDK.
+//! with AWS Signature Version 4 by [`aws_sigv4`], the signer of the AWS SDK
+//! for Rust (with [`aws_credential_types`] for the credentials, whose `Debug`
+//! redacts the secret key and session token); the calls themselves are plain
+//! JSON requests over the function's HTTP client, so the function carries no
+//! AWS SDK service client.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use hmac::{Hmac, Mac};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// Suffix of a variable naming a Secrets Manager secret.
 pub const SECRET_ID_SUFFIX: &str = "_SECRET_ID";
@@ -100,37 +104,6 @@ impl Source {
     }
 }
 
-/// AWS credentials, from the function's environment. Never printed.
-#[derive(Clone)]
-pub struct Credentials {
-    access_key_id: String,
-    secret_access_key: String,
-    session_token: Option<String>,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Credentials {
-    /// Explicit credentials.
-    pub fn new(
-        access_key_id: impl Into<String>,
-        secret_access_key: impl Into<String>,
-        session_token: Option<String>,
-    ) -> Self {
-        Self {
-            access_key_id: access_key_id.into(),
-            secret_access_key: secret_access_key.into(),
-            session_token,
-        }
-    }
-}
-
 /// Resolves every `*_SECRET_ID` / `*_SSM_PARAMETER` reference among `vars`
 /// and returns `vars` with the referenced variables filled in (the references
 /// themselves are kept). Without references, no call is made and no AWS
@@ -191,6 +164,7 @@ pub async fn resolve(
 #[derive(Debug, Clone)]
 struct Aws {
     region: String,
+    /// Its `Debug` shows the access key id only.
     credentials: Credentials,
     endpoints: HashMap<&'static str, String>,
 }
@@ -209,6 +183,8 @@ impl Aws {
             get("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
             get("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
             get("AWS_SESSION_TOKEN"),
+            None,
+            "environment",
         );
         let mut endpoints = HashMap::new();
         for name in [
@@ -256,47 +232,36 @@ impl Aws {
         let endpoint = self.endpoint(source);
         let url = url::Url::parse(&endpoint)
             .map_err(|_| fail(format!("endpoint {endpoint} is not a URL")))?;
-        let host = match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => return Err(fail(format!("endpoint {endpoint} has no host"))),
-        };
-        let body = source.body(id);
-        let amz_date = amz_date(SystemTime::now());
-        let mut headers = vec![
-            ("content-type", "application/x-amz-json-1.1".to_owned()),
-            ("host", host),
-            ("x-amz-date", amz_date.clone()),
-            ("x-amz-target", source.target().to_owned()),
-        ];
-        if let Some(token) = &self.credentials.session_token {
-            headers.push(("x-amz-security-token", token.clone()));
+        if url.host_str().is_none() {
+            return Err(fail(format!("endpoint {endpoint} has no host")));
         }
-        headers.sort_by(|a, b| a.0.cmp(b.0));
-        let authorization = sign(
-            &self.credentials,
-            &Scope {
-                date: &amz_date[..8],
+        let body = source.body(id);
+        // Signed along with the host (from the URL), `x-amz-date` and
+        // `x-amz-security-token`, which the signer adds.
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", source.target()),
+        ];
+        let signature = sign(
+            &Signer {
+                credentials: &self.credentials,
                 region: &self.region,
                 service: source.service(),
+                time: SystemTime::now(),
             },
-            &Canonical {
-                method: "POST",
-                path: url.path(),
-                query: "",
-                headers: &headers,
-                payload: body.as_bytes(),
-                amz_date: &amz_date,
-            },
-        );
-        let mut request = client
-            .post(url)
-            .timeout(LOOKUP_TIMEOUT)
-            .header("authorization", authorization);
-        for (name, value) in &headers {
-            if *name != "host" {
-                request = request.header(*name, value);
-            }
+            "POST",
+            url.as_str(),
+            &headers,
+            body.as_bytes(),
+        )
+        .map_err(|e| fail(format!("cannot sign the {} request: {e}", source.service())))?;
+        let mut request = client.post(url).timeout(LOOKUP_TIMEOUT);
+        for (name, value) in headers.into_iter().chain(
+            signature
+                .iter()
+                .map(|(name, value)| (*name, value.as_str())),
+        ) {
+            request = request.header(name, value);
         }
         let response = request
             .body(body)
@@ -335,111 +300,52 @@ impl Aws {
     }
 }
 
-/// The credential scope of a signature.
+/// Who signs a request, for which region and service, and when.
 #[derive(Debug)]
-struct Scope<'a> {
-    /// `YYYYMMDD`
-    date: &'a str,
+struct Signer<'a> {
+    credentials: &'a Credentials,
     region: &'a str,
     service: &'a str,
+    time: SystemTime,
 }
 
-/// What a request signature covers.
-#[derive(Debug)]
-struct Canonical<'a> {
-    method: &'a str,
-    /// Already URI-encoded.
-    path: &'a str,
-    /// Already canonical (sorted, encoded).
-    query: &'a str,
-    /// Lowercase names, sorted.
-    headers: &'a [(&'a str, String)],
-    payload: &'a [u8],
-    /// `YYYYMMDDTHHMMSSZ`
-    amz_date: &'a str,
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length: this cannot fail.
-    match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(data);
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
-}
-
-fn signing_key(secret: &str, scope: &Scope<'_>) -> Vec<u8> {
-    let k_date = hmac(format!("AWS4{secret}").as_bytes(), scope.date.as_bytes());
-    let k_region = hmac(&k_date, scope.region.as_bytes());
-    let k_service = hmac(&k_region, scope.service.as_bytes());
-    hmac(&k_service, b"aws4_request")
-}
-
-fn canonical_request(c: &Canonical<'_>) -> (String, String) {
-    let mut canonical = format!("{}\n{}\n{}\n", c.method, c.path, c.query);
-    for (name, value) in c.headers {
-        canonical.push_str(name);
-        canonical.push(':');
-        canonical.push_str(value.trim());
-        canonical.push('\n');
-    }
-    let signed: Vec<&str> = c.headers.iter().map(|(n, _)| *n).collect();
-    let signed = signed.join(";");
-    canonical.push('\n');
-    canonical.push_str(&signed);
-    canonical.push('\n');
-    canonical.push_str(&hex::encode(Sha256::digest(c.payload)));
-    (canonical, signed)
-}
-
-/// The `Authorization` header of an AWS Signature Version 4 request.
-fn sign(credentials: &Credentials, scope: &Scope<'_>, c: &Canonical<'_>) -> String {
-    let (canonical, signed) = canonical_request(c);
-    let scope_text = format!(
-        "{}/{}/{}/aws4_request",
-        scope.date, scope.region, scope.service
-    );
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{}\n{scope_text}\n{}",
-        c.amz_date,
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let signature = hex::encode(hmac(
-        &signing_key(&credentials.secret_access_key, scope),
-        string_to_sign.as_bytes(),
-    ));
-    format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope_text}, SignedHeaders={signed}, Signature={signature}",
-        credentials.access_key_id
+/// Signs a request with AWS Signature Version 4 (the signature in the
+/// `Authorization` header) and returns the headers to add to it:
+/// `authorization`, `x-amz-date` and, with a session token,
+/// `x-amz-security-token`. `url` is already encoded; the signature covers
+/// `method`, `url` (its host too), `headers` and `body`.
+fn sign(
+    signer: &Signer<'_>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Vec<(&'static str, String)>, String> {
+    let identity = signer.credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(signer.region)
+        .name(signer.service)
+        .time(signer.time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let request = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
     )
-}
-
-/// `YYYYMMDDTHHMMSSZ` in UTC.
-fn amz_date(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = aws_sigv4::http_request::sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let (headers, _) = instructions.into_parts();
+    Ok(headers
+        .iter()
+        .map(|header| (header.name(), header.value().to_owned()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -447,65 +353,74 @@ mod tests {
     use super::*;
 
     /// The worked example of the AWS Signature Version 4 documentation
-    /// (IAM `ListUsers`, 2015-08-30).
+    /// (IAM `ListUsers`, 2015-08-30), signed through [`sign`] as the lookups
+    /// are: the settings, scope and time we give the signer yield the
+    /// documented signature.
     #[test]
-    fn signature_v4_reference_example() {
+    fn signature_v4_reference_example() -> Result<(), String> {
         let credentials = Credentials::new(
             "AKIDEXAMPLE",
             "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
             None,
+            None,
+            "test",
         );
-        let scope = Scope {
-            date: "20150830",
+        let signer = Signer {
+            credentials: &credentials,
             region: "us-east-1",
             service: "iam",
+            // 2015-08-30T12:36:00Z
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160),
         };
-        assert_eq!(
-            hex::encode(signing_key(&credentials.secret_access_key, &scope)),
-            "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9"
-        );
-        let headers = [
-            (
+        let added = sign(
+            &signer,
+            "GET",
+            "https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08",
+            &[(
                 "content-type",
-                "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
-            ),
-            ("host", "iam.amazonaws.com".to_owned()),
-            ("x-amz-date", "20150830T123600Z".to_owned()),
-        ];
-        let canonical = Canonical {
-            method: "GET",
-            path: "/",
-            query: "Action=ListUsers&Version=2010-05-08",
-            headers: &headers,
-            payload: b"",
-            amz_date: "20150830T123600Z",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )],
+            b"",
+        )?;
+        let header = |name: &str| {
+            added
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
         };
-        let (text, _) = canonical_request(&canonical);
+        assert_eq!(header("x-amz-date"), Some("20150830T123600Z"));
         assert_eq!(
-            hex::encode(Sha256::digest(text.as_bytes())),
-            "f536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59"
+            header("authorization"),
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date, \
+                 Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+            )
         );
-        assert_eq!(
-            sign(&credentials, &scope, &canonical),
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, \
-             SignedHeaders=content-type;host;x-amz-date, \
-             Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
-        );
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(amz_date(UNIX_EPOCH), "19700101T000000Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
-        assert_eq!(amz_date(t), "20150830T123600Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 86_399);
-        assert_eq!(amz_date(leap), "20000229T235959Z");
+        assert_eq!(header("x-amz-security-token"), None);
+        assert_eq!(added.len(), 2, "{added:?}");
+        Ok(())
     }
 
     #[test]
     fn credentials_are_not_printed() {
-        let c = Credentials::new("AKID", "very-secret", Some("session-secret".to_owned()));
-        let text = format!("{c:?}");
-        assert!(!text.contains("very-secret") && !text.contains("session-secret"));
+        let c = Credentials::new(
+            "AKID",
+            "very-secret",
+            Some("session-secret".to_owned()),
+            None,
+            "environment",
+        );
+        let aws = Aws {
+            region: "eu-west-1".to_owned(),
+            credentials: c,
+            endpoints: HashMap::new(),
+        };
+        let text = format!("{aws:?}");
+        assert!(text.contains("AKID"), "{text}");
+        assert!(
+            !text.contains("very-secret") && !text.contains("session-secret"),
+            "{text}"
+        );
     }
 }

@@ -10,8 +10,9 @@ use axum::routing::post;
 use edge_session_lambda::{Env, InitError};
 use serde_json::{Value, json};
 
-/// What the stand-in received: (target, authorization, security token, body).
-type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+/// What the stand-in received: (target, authorization, security token,
+/// x-amz-date, body).
+type Seen = Arc<Mutex<Vec<(String, String, String, String, Value)>>>;
 
 async fn aws_stand_in() -> (String, Seen) {
     let seen: Seen = Arc::default();
@@ -34,6 +35,7 @@ async fn aws_stand_in() -> (String, Seen) {
                     target.clone(),
                     header("authorization"),
                     header("x-amz-security-token"),
+                    header("x-amz-date"),
                     body.clone(),
                 ));
                 let not_found = (
@@ -116,7 +118,7 @@ async fn references_are_resolved_at_init() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "one call per reference");
     let today = &httpdate_today();
-    for (target, authorization, token, _) in &seen {
+    for (target, authorization, token, amz_date, _) in &seen {
         let service = if target.starts_with("secretsmanager.") {
             "secretsmanager"
         } else {
@@ -131,6 +133,11 @@ async fn references_are_resolved_at_init() {
         assert!(signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(!authorization.contains("secret-key-never-sent"));
         assert_eq!(token, "session-token");
+        // `YYYYMMDDTHHMMSSZ`, on the day the credential scope names.
+        assert!(
+            amz_date.len() == 16 && amz_date.starts_with(&format!("{today}T")),
+            "{amz_date}"
+        );
     }
 }
 
