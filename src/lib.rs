@@ -55,13 +55,13 @@ pub mod store;
 
 pub use backend::{AnyBackend, Backend};
 pub use config::{BackendConfig, IndexSpec, SessionConfig, Settings};
-pub use hooks::{Hooks, SessionEvent};
 pub use cookie::{
     CookieCodec, CookieConfig, KeyRing, SameSitePolicy, SessionHandle, SessionToken, UserTag,
 };
 pub use error::{Error, Result, ServerError};
+pub use hooks::{Hooks, SessionEvent};
+pub use maintenance::{AuditReport, ReindexReport};
+pub use query::{Counts, DailyStats, Page, SessionSummary, Stats, ValueCount};
 pub use request::{Commit, Logout, RequestSession};
 pub use session::{Applied, Changes, ClientInfo, DeviceSession, Op, Session, Timestamp};
 pub use store::SessionStore;
-pub use query::{Counts, DailyStats, Page, SessionSummary, Stats, ValueCount};
-pub use maintenance::{AuditReport, ReindexReport};

@@ -37,7 +37,8 @@ pub struct AuditReport {
     pub orphaned_entries: Vec<OrphanedEntry>,
     /// Sessions over the field-count or field-size limit.
     pub oversized_sessions: Vec<OversizedSession>,
-    /// Keys under the prefix that edge-session does not write.
+    /// Keys under the prefix that edge-session does not write (reported,
+    /// never changed; they do not make the audit fail).
     pub unknown_keys: Vec<String>,
     /// Problems repaired (with `fix`).
     pub fixed: u64,
@@ -83,9 +84,14 @@ enum Kind {
     /// `active` and `seen` (members: session ids).
     SessionIndex,
     /// `ix:<field>:<value>`.
-    FieldIndex { field: String, value: String },
+    FieldIndex {
+        field: String,
+        value: String,
+    },
     /// `iv:<field>`.
-    ValueRegistry { field: String },
+    ValueRegistry {
+        field: String,
+    },
     Statistic,
     Unknown,
 }
@@ -130,9 +136,7 @@ impl<B: Backend> SessionStore<B> {
             let (Some(next), Some(keys)) = (items.next(), items.next()) else {
                 return Err(Error::protocol("scan: expected a cursor and keys"));
             };
-            cursor = next
-                .into_string()
-                .ok_or(Error::protocol("scan: cursor"))?;
+            cursor = next.into_string().ok_or(Error::protocol("scan: cursor"))?;
             let keys: Vec<String> = keys
                 .into_array()
                 .ok_or(Error::protocol("scan: keys"))?
@@ -222,7 +226,10 @@ impl<B: Backend> SessionStore<B> {
                     commands.push(Command::new("TYPE").arg(key));
                     commands.push(Command::new("PTTL").arg(key));
                 }
-                let replies = self.backend().pipeline(&commands, Retry::Idempotent).await?;
+                let replies = self
+                    .backend()
+                    .pipeline(&commands, Retry::Idempotent)
+                    .await?;
                 for (key, pair) in keys.iter().zip(replies.chunks(2)) {
                     let [kind, ttl] = pair else {
                         return Err(Error::protocol("audit: short reply"));
@@ -257,10 +264,8 @@ impl<B: Backend> SessionStore<B> {
         let idle_ms = config.idle_ttl.as_millis().to_string();
         match kind {
             Kind::Unknown => {
+                // Not ours: reported, never changed.
                 report.unknown_keys.push(key.to_owned());
-                if no_ttl {
-                    report.keys_without_ttl.push(key.to_owned());
-                }
                 return Ok(());
             }
             Kind::Session => {
@@ -276,8 +281,7 @@ impl<B: Backend> SessionStore<B> {
                 let n = |i: usize| items.get(i).and_then(Value::as_int).unwrap_or(0);
                 let (fields, bytes, largest, abs) = (n(0), n(1), n(2), n(3));
                 if usize::try_from(fields).unwrap_or(usize::MAX) > config.max_fields
-                    || usize::try_from(largest).unwrap_or(usize::MAX)
-                        > config.max_value_bytes + 256
+                    || usize::try_from(largest).unwrap_or(usize::MAX) > config.max_value_bytes + 256
                 {
                     report.oversized_sessions.push(OversizedSession {
                         key: key.to_owned(),
@@ -354,8 +358,7 @@ impl<B: Backend> SessionStore<B> {
             });
         }
         if fix && !orphans.is_empty() {
-            backend::query(self.backend(), Command::new("ZREM").arg(key).args(&orphans))
-                .await?;
+            backend::query(self.backend(), Command::new("ZREM").arg(key).args(&orphans)).await?;
             report.fixed += orphans.len() as u64;
         }
         if no_ttl {
@@ -456,7 +459,10 @@ impl<B: Backend> SessionStore<B> {
                         Command::new("EXISTS").arg(target)
                     })
                     .collect();
-                let replies = self.backend().pipeline(&commands, Retry::Idempotent).await?;
+                let replies = self
+                    .backend()
+                    .pipeline(&commands, Retry::Idempotent)
+                    .await?;
                 replies
                     .into_iter()
                     .map(|r| Ok(r.map_err(Error::Redis)?.as_int() == Some(1)))

@@ -92,7 +92,8 @@ pub struct ValueCount {
 pub struct DailyStats {
     /// `YYYY-MM-DD`.
     pub date: String,
-    /// Sessions created (first writes and logins without a session).
+    /// Sessions started: first writes and logins (a login always starts a
+    /// new session, carrying the old one's data).
     pub created: u64,
     /// Logins.
     pub logins: u64,
@@ -180,13 +181,7 @@ impl<B: Backend> SessionStore<B> {
     ///
     /// `value` is the text of a JSON string, or the JSON text of a number or
     /// boolean (`42`, `true`).
-    pub async fn query(
-        &self,
-        field: &str,
-        value: &str,
-        cursor: u64,
-        limit: usize,
-    ) -> Result<Page> {
+    pub async fn query(&self, field: &str, value: &str, cursor: u64, limit: usize) -> Result<Page> {
         let spec = self.index_of(field)?.clone();
         if value.len() > MAX_INDEXED_VALUE {
             return Err(Error::TooLarge {
@@ -258,7 +253,11 @@ impl<B: Backend> SessionStore<B> {
             });
         }
         let (field, array_flag, value) = match check {
-            Some((spec, value)) => (spec.field.as_str(), if spec.array { "1" } else { "0" }, value),
+            Some((spec, value)) => (
+                spec.field.as_str(),
+                if spec.array { "1" } else { "0" },
+                value,
+            ),
             None => ("", "0", ""),
         };
         let calls: Vec<_> = ids
@@ -289,8 +288,7 @@ impl<B: Backend> SessionStore<B> {
             script::run(self.backend(), &[call], Retry::Idempotent).await?;
         }
         let read = ids.len() as u64;
-        let next_cursor =
-            (cursor + read < total).then(|| cursor + read - stale.len() as u64);
+        let next_cursor = (cursor + read < total).then(|| cursor + read - stale.len() as u64);
         Ok(Page {
             sessions,
             total,
@@ -373,8 +371,8 @@ fn parse_check(id: &str, reply: Value) -> Result<Option<SessionSummary>> {
     if items.first().and_then(Value::as_int) != Some(1) {
         return Ok(None);
     }
-    let [_, user, created, seen, expires, absolute] = <[Value; 6]>::try_from(items)
-        .map_err(|_| Error::protocol("check: expected six items"))?;
+    let [_, user, created, seen, expires, absolute] =
+        <[Value; 6]>::try_from(items).map_err(|_| Error::protocol("check: expected six items"))?;
     let stamp = |v: &Value, what| uint(v, what).map(Timestamp);
     Ok(Some(SessionSummary {
         handle: KeyLayout::handle_of_id(id).ok_or(Error::protocol("check: bad session id"))?,

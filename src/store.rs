@@ -29,9 +29,9 @@ use crate::backend::{Backend, Retry, Value};
 use crate::config::SessionConfig;
 use crate::cookie::{CookieCodec, KeyRing, SessionHandle, SessionToken, UserTag};
 use crate::error::{Error, Result};
+use crate::hooks::{Hooks, SessionEvent};
 use crate::keys::KeyLayout;
 use crate::script::{self, Keys};
-use crate::hooks::{Hooks, SessionEvent};
 use crate::session::{Applied, Changes, ClientInfo, DeviceSession, Session, Timestamp, meta};
 
 /// The session store: configuration plus a backend. Cheap to clone when the
@@ -386,9 +386,7 @@ impl<B: Backend> SessionStore<B> {
         ];
         args.extend(changes.script_args());
         let call = self.call(&script::APPLY, self.keys_of(token), args);
-        let reply = self
-            .run_global_one(call, Self::retry_for(changes))
-            .await?;
+        let reply = self.run_global_one(call, Self::retry_for(changes)).await?;
         parse_write(reply, changes, config.max_fields)
     }
 
@@ -488,10 +486,7 @@ impl<B: Backend> SessionStore<B> {
         let reply = self.run_global_one(call, Retry::Idempotent).await?;
         let existed = reply.as_int() == Some(1);
         if existed {
-            self.emit(SessionEvent::Destroyed {
-                handle,
-                user: None,
-            });
+            self.emit(SessionEvent::Destroyed { handle, user: None });
         }
         Ok(existed)
     }

@@ -937,8 +937,9 @@ async fn mixed_workload_leaves_no_key_without_ttl(kind: Kind) {
         &without[..without.len().min(5)]
     );
     assert!(
-        keys.iter()
-            .all(|k| k.starts_with("es:s:{") || k.starts_with("es:u:{") || k.starts_with("es:{g}:"))
+        keys.iter().all(|k| k.starts_with("es:s:{")
+            || k.starts_with("es:u:{")
+            || k.starts_with("es:{g}:"))
     );
 }
 

@@ -5,4 +5,5 @@ mod support;
 
 mod conformance;
 mod gateway;
+mod indexes;
 mod rest;

@@ -9,7 +9,8 @@ local now = now_ms()
 local m = redis.call('HMGET', key, '_abs', '_user', '_created', '_seen')
 local abs = tonumber(m[1])
 local ttl = redis.call('PTTL', key)
-if not abs or abs <= now or ttl <= 0 then
+-- A session without a TTL (damaged; the audit repairs it) still counts.
+if not abs or abs <= now or ttl == -2 then
   return { 0 }
 end
 if ARGV[2] ~= '' then
@@ -19,4 +20,6 @@ if ARGV[2] ~= '' then
   end
   if not found then return { 0 } end
 end
-return { 1, m[2] or '', tonumber(m[3]) or 0, tonumber(m[4]) or 0, now + ttl, abs }
+local exp = abs
+if ttl > 0 then exp = now + ttl end
+return { 1, m[2] or '', tonumber(m[3]) or 0, tonumber(m[4]) or 0, exp, abs }

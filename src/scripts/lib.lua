@@ -95,6 +95,11 @@ local function gexec(op, name, member, score, extra, now)
     if last[2] then redis.call('PEXPIREAT', key, last[2]) end
   elseif op == 'R' then
     redis.call('ZREM', key, member)
+    -- The last session of a value gone: the value leaves its registry.
+    local field, value = string.match(name, '^ix:([^:]*):(.*)$')
+    if field and redis.call('EXISTS', key) == 0 then
+      redis.call('ZREM', gkey('iv:' .. field), value)
+    end
   elseif op == 'C' then
     redis.call('INCR', key)
     redis.call('PEXPIRE', key, extra)
