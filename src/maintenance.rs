@@ -110,8 +110,14 @@ fn glob_escape(text: &str) -> String {
 
 impl<B: Backend> SessionStore<B> {
     /// Walks keys matching `pattern` (a suffix of the prefix), calling
-    /// `batch` with each step's keys.
-    async fn scan<F>(&self, pattern: &str, mut batch: F) -> Result<u64>
+    /// `batch` with each step's keys and then `progress` with the number of
+    /// keys examined so far. Returns that number.
+    async fn scan<F>(
+        &self,
+        pattern: &str,
+        progress: &mut impl FnMut(u64),
+        mut batch: F,
+    ) -> Result<u64>
     where
         F: AsyncFnMut(Vec<String>) -> Result<()>,
     {
@@ -146,6 +152,7 @@ impl<B: Backend> SessionStore<B> {
             seen += keys.len() as u64;
             if !keys.is_empty() {
                 batch(keys).await?;
+                progress(seen);
             }
             if cursor == "0" {
                 return Ok(seen);
@@ -161,7 +168,7 @@ impl<B: Backend> SessionStore<B> {
         let mut report = ReindexReport::default();
         let idle = self.config().idle_ttl.as_millis().to_string();
         let scanned = self
-            .scan("s:*", async |keys: Vec<String>| {
+            .scan("s:*", &mut progress, async |keys: Vec<String>| {
                 let calls: Vec<_> = keys
                     .iter()
                     .map(|key| {
@@ -177,8 +184,6 @@ impl<B: Backend> SessionStore<B> {
                         report.sessions_indexed += 1;
                     }
                 }
-                report.scanned_keys += keys.len() as u64;
-                progress(report.scanned_keys);
                 Ok(())
             })
             .await?;
@@ -220,7 +225,7 @@ impl<B: Backend> SessionStore<B> {
     pub async fn audit(&self, fix: bool, mut progress: impl FnMut(u64)) -> Result<AuditReport> {
         let mut report = AuditReport::default();
         let scanned = self
-            .scan("*", async |keys: Vec<String>| {
+            .scan("*", &mut progress, async |keys: Vec<String>| {
                 let mut commands = Vec::with_capacity(keys.len() * 2);
                 for key in &keys {
                     commands.push(Command::new("TYPE").arg(key));
@@ -243,8 +248,6 @@ impl<B: Backend> SessionStore<B> {
                     self.audit_key(key, &kind, ttl == -1, fix, &mut report)
                         .await?;
                 }
-                report.scanned_keys += keys.len() as u64;
-                progress(report.scanned_keys);
                 Ok(())
             })
             .await?;
