@@ -4,9 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use bytes::Bytes;
 use edge_session::gateway::{Gateway, GatewayConfig, ReqwestUpstream};
-use edge_session::{KeyRing, SessionStore};
+use edge_session::{
+    Hooks, IndexSpec, KeyRing, SessionConfig, SessionEvent, SessionHandle, SessionStore,
+};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -32,7 +38,11 @@ async fn start_origin() -> String {
 
 impl Rig {
     async fn start(kind: Kind) -> Self {
-        let h = Harness::start(kind).await;
+        Self::start_with(kind, test_config()).await
+    }
+
+    async fn start_with(kind: Kind, config: SessionConfig) -> Self {
+        let h = Harness::with_config(kind, config).await;
         h.store.preload_scripts().await.unwrap();
         let origin = start_origin().await;
         let gateway = Self::gateway_over(h.store.clone(), &origin, Some(ADMIN));
@@ -132,6 +142,9 @@ both_backends!(
     skip_paths_do_no_session_work,
     browser_api_and_csrf,
     admin_api,
+    admin_query_counts_active_and_stats,
+    admin_analytics_refuse_bad_requests,
+    hooks_see_the_lifecycle_through_the_http_api,
     store_outage_is_a_503_with_retry_after,
 );
 
@@ -448,14 +461,6 @@ async fn admin_api(kind: Kind) {
     sign_in(&rig, "vic", None).await;
     sign_in(&rig, "vic", None).await;
     sign_in(&rig, "wes", None).await;
-    let admin = |method: Method, path: &str, token: Option<&str>| {
-        let mut r = request(method, path, None, Bytes::new());
-        if let Some(token) = token {
-            r.headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        }
-        r
-    };
     let response = rig
         .send(admin(Method::GET, "/_session/admin/stats", None))
         .await;
@@ -506,6 +511,428 @@ async fn admin_api(kind: Kind) {
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(json_body(&response)["code"], json!("admin_disabled"));
+}
+
+/// A request to the admin API, with `Authorization: Bearer {token}` if given.
+fn admin(method: Method, path: &str, token: Option<&str>) -> Request<Bytes> {
+    let mut r = request(method, path, None, Bytes::new());
+    if let Some(token) = token {
+        r.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    r
+}
+
+/// `GET {path}` on the admin API with the right token: status 200, JSON body.
+async fn admin_get(rig: &Rig, path: &str) -> Value {
+    let response = rig.send(admin(Method::GET, path, Some(ADMIN))).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{path}: {:?}",
+        response.body()
+    );
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    json_body(&response)
+}
+
+/// The handle (non-secret id) of the session of a `Cookie` value.
+fn handle_of(rig: &Rig, cookie: &str) -> SessionHandle {
+    rig.h
+        .store
+        .cookies()
+        .from_header(cookie)
+        .unwrap()
+        .token
+        .handle()
+}
+
+/// Asserts a `Page` answer: exactly `expected` (summaries as the core gives
+/// them), `total` and `next_cursor`. `expires` is Redis's `now + PTTL` at
+/// read time, so it may differ by a millisecond between two reads.
+fn assert_page(page: &Value, expected: &[Value], total: u64, next_cursor: Option<u64>) {
+    let mut page = page.clone();
+    let sessions = page["sessions"].as_array_mut().unwrap();
+    assert_eq!(sessions.len(), expected.len(), "{page}");
+    for (got, want) in sessions.iter_mut().zip(expected) {
+        let (g, w) = (
+            got["expires"].as_u64().unwrap(),
+            want["expires"].as_u64().unwrap(),
+        );
+        assert!(g.abs_diff(w) <= 2, "expires {g} vs {w}");
+        got["expires"] = want["expires"].clone();
+    }
+    assert_eq!(
+        page,
+        json!({ "sessions": expected, "total": total, "next_cursor": next_cursor })
+    );
+}
+
+/// A rig whose store indexes `tenant` (a value) and `cart[]` (each element).
+fn indexed_config() -> SessionConfig {
+    let mut config = test_config();
+    config.indexes = IndexSpec::parse_list("tenant,cart[]").unwrap();
+    config.stats_days = 2;
+    config
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01, UTC).
+fn date(day: u64) -> String {
+    let julian = i32::try_from(day).unwrap() + 2_440_588;
+    let d = time::Date::from_julian_day(julian).unwrap();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+async fn admin_query_counts_active_and_stats(kind: Kind) {
+    let rig = Rig::start_with(kind, indexed_config()).await;
+    // Five sessions, made one after the other (so expiries and last uses are
+    // distinct and ordered): three anonymous, two signed in.
+    let mut cookies = Vec::new();
+    for instructions in [
+        json!({ "set": { "tenant": "acme", "cart": ["tea", "jam"] } }),
+        json!({ "login": "ann", "set": { "tenant": "acme", "cart": ["tea"] } }),
+        json!({ "login": "bob", "set": { "tenant": "globex & zoë", "cart": ["tea"] } }),
+        json!({ "set": { "tenant": "acme" } }),
+        json!({ "set": { "theme": "dark" } }),
+    ] {
+        let response = rig.send(instruct(None, instructions)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        cookies.push(cookie_of(&set_cookie(&response).unwrap()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ids: Vec<String> = cookies
+        .iter()
+        .map(|c| handle_of(&rig, c).as_str().to_owned())
+        .collect();
+    let [a, ann, bob, b, c] = <[String; 5]>::try_from(ids).unwrap();
+    // What the core says about each session, to compare the HTTP answers with.
+    let everyone = rig
+        .h
+        .store
+        .active_since(Duration::from_secs(600), 0, 10)
+        .await
+        .unwrap();
+    let summary: BTreeMap<String, Value> = everyone
+        .sessions
+        .iter()
+        .map(|s| {
+            (
+                s.handle.as_str().to_owned(),
+                serde_json::to_value(s).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary.len(), 5);
+    assert_eq!(summary[&ann]["user"], json!("ann"));
+    assert_eq!(summary[&a]["user"], Value::Null);
+    let s = |id: &String| summary[id].clone();
+
+    // Query: two pages of tenant=acme, soonest expiry first.
+    let before = rig.trips();
+    let page = admin_get(
+        &rig,
+        "/_session/admin/query?field=tenant&value=acme&limit=2",
+    )
+    .await;
+    assert_eq!(rig.trips() - before, 2, "a query page: two round trips");
+    assert_page(&page, &[s(&a), s(&ann)], 3, Some(2));
+    let page = admin_get(
+        &rig,
+        "/_session/admin/query?field=tenant&value=acme&limit=2&cursor=2",
+    )
+    .await;
+    assert_page(&page, &[s(&b)], 3, None);
+    // Form-encoded values are decoded; array indexes match each element.
+    let page = admin_get(
+        &rig,
+        "/_session/admin/query?value=globex+%26+zo%C3%AB&field=tenant",
+    )
+    .await;
+    assert_page(&page, &[s(&bob)], 1, None);
+    let page = admin_get(&rig, "/_session/admin/query?field=cart&value=tea").await;
+    assert_page(&page, &[s(&a), s(&ann), s(&bob)], 3, None);
+    let page = admin_get(&rig, "/_session/admin/query?field=tenant&value=initech").await;
+    assert_page(&page, &[], 0, None);
+
+    // Counts.
+    let before = rig.trips();
+    let counts = admin_get(&rig, "/_session/admin/counts?field=tenant").await;
+    assert_eq!(rig.trips() - before, 1, "counts: one round trip");
+    let tenants = json!({
+        "field": "tenant",
+        "distinct": 2,
+        "top": [
+            { "value": "acme", "sessions": 3 },
+            { "value": "globex & zoë", "sessions": 1 },
+        ],
+    });
+    assert_eq!(counts, tenants);
+    let counts = admin_get(&rig, "/_session/admin/counts?field=cart&top=1").await;
+    assert_eq!(
+        counts,
+        json!({ "field": "cart", "distinct": 2, "top": [{ "value": "tea", "sessions": 3 }] })
+    );
+
+    // Active: every session, oldest use first, in pages of three.
+    let page = admin_get(&rig, "/_session/admin/active?limit=3").await;
+    assert_page(&page, &[s(&a), s(&ann), s(&bob)], 5, Some(3));
+    let page = admin_get(&rig, "/_session/admin/active?since=600&cursor=3&limit=3").await;
+    assert_page(&page, &[s(&b), s(&c)], 5, None);
+
+    // Stats: everything in one round trip.
+    let before = rig.trips();
+    let stats = admin_get(&rig, "/_session/admin/stats").await;
+    assert_eq!(rig.trips() - before, 1, "stats: one round trip");
+    let now = stats["now"].as_u64().unwrap();
+    let today = now / 86_400_000;
+    assert_eq!(
+        stats,
+        json!({
+            "now": now,
+            "active_sessions": 5,
+            "active_last_10_minutes": 5,
+            "days": [
+                { "date": date(today), "created": 5, "logins": 2, "distinct_users": 2 },
+                { "date": date(today - 1), "created": 0, "logins": 0, "distinct_users": 0 },
+            ],
+            "fields": [tenants],
+        })
+    );
+
+    // `since` narrows the window: only the session used in the last second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    whoami(&rig, Some(&cookies[4])).await;
+    let page = admin_get(&rig, "/_session/admin/active?since=1").await;
+    let sessions = page["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{page}");
+    assert_eq!(sessions[0]["handle"], json!(c));
+    assert_eq!(page["total"], json!(1));
+}
+
+async fn admin_analytics_refuse_bad_requests(kind: Kind) {
+    let rig = Rig::start_with(kind, indexed_config()).await;
+    sign_in(&rig, "ivy", None).await;
+    let refused = |path: &'static str| {
+        let rig = &rig;
+        async move {
+            let before = rig.trips();
+            let response = rig.send(admin(Method::GET, path, Some(ADMIN))).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+            let body = json_body(&response);
+            assert_eq!(body["code"], json!("bad_request"), "{path}");
+            assert_eq!(rig.trips(), before, "{path}: refused before any store call");
+            body["error"].as_str().unwrap().to_owned()
+        }
+    };
+    // Not an indexed field: the message says where indexes are declared.
+    for path in [
+        "/_session/admin/query?field=color&value=red",
+        "/_session/admin/counts?field=color",
+    ] {
+        let error = refused(path).await;
+        assert!(error.contains("SESSION_INDEXES"), "{error}");
+        assert!(error.contains("color"), "{error}");
+    }
+    // Indexed values are at most 256 bytes.
+    let long = format!(
+        "/_session/admin/query?field=tenant&value={}",
+        "x".repeat(300)
+    );
+    let response = rig.send(admin(Method::GET, &long, Some(ADMIN))).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error = json_body(&response)["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("256"), "{error}");
+    // Missing, malformed, unknown or repeated parameters.
+    for (path, names) in [
+        ("/_session/admin/query?field=tenant", "value"),
+        ("/_session/admin/query?value=acme", "field"),
+        ("/_session/admin/query", "field"),
+        ("/_session/admin/counts", "field"),
+        ("/_session/admin/counts?field=tenant&top=ten", "top"),
+        (
+            "/_session/admin/query?field=tenant&value=a&limit=-1",
+            "limit",
+        ),
+        (
+            "/_session/admin/query?field=tenant&value=a&cursor=x",
+            "cursor",
+        ),
+        ("/_session/admin/active?since=-5", "since"),
+        ("/_session/admin/active?since=10m", "since"),
+        ("/_session/admin/active?limt=5", "limt"),
+        (
+            "/_session/admin/query?field=tenant&field=cart&value=a",
+            "field",
+        ),
+        ("/_session/admin/stats?verbose=1", "parameters"),
+    ] {
+        let error = refused(path).await;
+        assert!(error.contains(names), "{path}: {error}");
+    }
+    // The admin token is checked first; only GET is allowed.
+    for path in [
+        "/_session/admin/query?field=tenant&value=acme",
+        "/_session/admin/counts?field=tenant",
+        "/_session/admin/active",
+        "/_session/admin/stats",
+        "/_session/admin/query",
+    ] {
+        for token in [None, Some("wrong-token-xxxxxxxx")] {
+            let response = rig.send(admin(Method::GET, path, token)).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(json_body(&response)["code"], json!("unauthorized"));
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        }
+        for method in [Method::POST, Method::DELETE] {
+            let response = rig.send(admin(method, path, Some(ADMIN))).await;
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(json_body(&response)["code"], json!("method_not_allowed"));
+            assert_eq!(response.headers()["allow"], "GET");
+        }
+    }
+    // Disabled without ADMIN_TOKEN.
+    let gateway = Rig::gateway_over(rig.h.store.clone(), &rig.origin, None);
+    let response = gateway
+        .handle(admin(
+            Method::GET,
+            "/_session/admin/counts?field=tenant",
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_body(&response)["code"], json!("admin_disabled"));
+    // A store outage is a 503, as everywhere else.
+    let mut rig = rig;
+    rig.h.redis.stop();
+    let response = rig
+        .send(admin(
+            Method::GET,
+            "/_session/admin/counts?field=tenant",
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json_body(&response)["code"], json!("store_unavailable"));
+    assert_eq!(response.headers()["retry-after"], "5");
+}
+
+async fn hooks_see_the_lifecycle_through_the_http_api(kind: Kind) {
+    let mut rig = Rig::start(kind).await;
+    let events: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
+    let sink = Arc::clone(&events);
+    let hooks: Arc<dyn Hooks> =
+        Arc::new(move |event: &SessionEvent| sink.lock().unwrap().push(event.clone()));
+    rig.gateway =
+        Rig::gateway_over(rig.h.store.clone(), &rig.origin, Some(ADMIN)).with_hooks(hooks);
+    let take = || std::mem::take(&mut *events.lock().unwrap());
+
+    // A visitor's first write creates an anonymous session.
+    let response = rig
+        .send(instruct(None, json!({ "set": { "cart": ["tea"] } })))
+        .await;
+    let visitor = cookie_of(&set_cookie(&response).unwrap());
+    let anonymous = handle_of(&rig, &visitor);
+    assert_eq!(
+        take(),
+        [SessionEvent::Created {
+            handle: anonymous.clone(),
+            user: None
+        }]
+    );
+    // Signing in from it regenerates it; a second device creates one.
+    let laptop = sign_in(&rig, "kim", Some(&visitor)).await;
+    let phone = sign_in(&rig, "kim", None).await;
+    let tablet = sign_in(&rig, "kim", None).await;
+    let (laptop_id, phone_id, tablet_id) = (
+        handle_of(&rig, &laptop),
+        handle_of(&rig, &phone),
+        handle_of(&rig, &tablet),
+    );
+    assert_eq!(
+        take(),
+        [
+            SessionEvent::Regenerated {
+                old: anonymous,
+                new: laptop_id.clone(),
+                user: "kim".to_owned()
+            },
+            SessionEvent::Created {
+                handle: phone_id.clone(),
+                user: Some("kim".to_owned())
+            },
+            SessionEvent::Created {
+                handle: tablet_id.clone(),
+                user: Some("kim".to_owned())
+            },
+        ]
+    );
+    // Logout through the browser API destroys the current session.
+    let logout = |path: &str, cookie: &str| {
+        same_origin(request(Method::POST, path, Some(cookie), Bytes::new()))
+    };
+    let response = rig.send(logout("/_session/logout", &tablet)).await;
+    assert_eq!(json_body(&response)["logged_out"], json!(1));
+    assert_eq!(
+        take(),
+        [SessionEvent::Destroyed {
+            handle: tablet_id,
+            user: None
+        }]
+    );
+    // Logout-all: each session destroyed, then the summary.
+    let response = rig.send(logout("/_session/logout-all", &laptop)).await;
+    assert_eq!(json_body(&response)["logged_out"], json!(2));
+    let mut seen = take();
+    assert_eq!(
+        seen.pop(),
+        Some(SessionEvent::LoggedOutEverywhere {
+            user: "kim".to_owned(),
+            sessions: 2
+        })
+    );
+    let mut destroyed: Vec<SessionHandle> = seen
+        .into_iter()
+        .map(|e| match e {
+            SessionEvent::Destroyed {
+                handle,
+                user: Some(user),
+            } if user == "kim" => handle,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    destroyed.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let mut expected = vec![laptop_id, phone_id];
+    expected.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    assert_eq!(destroyed, expected);
+    // The admin API's logout everywhere reports the same way.
+    let lee = sign_in(&rig, "lee", None).await;
+    let lee_id = handle_of(&rig, &lee);
+    take();
+    let response = rig
+        .send(admin(
+            Method::DELETE,
+            "/_session/admin/users/lee/sessions",
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!(json_body(&response)["revoked"], json!(1));
+    assert_eq!(
+        take(),
+        [
+            SessionEvent::Destroyed {
+                handle: lee_id,
+                user: Some("lee".to_owned())
+            },
+            SessionEvent::LoggedOutEverywhere {
+                user: "lee".to_owned(),
+                sessions: 1
+            },
+        ]
+    );
+    // Reads and writes of a live session are not lifecycle events.
+    whoami(&rig, Some(&phone)).await;
+    assert!(take().is_empty());
 }
 
 async fn store_outage_is_a_503_with_retry_after(kind: Kind) {

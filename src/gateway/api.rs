@@ -9,11 +9,27 @@
 //! | `POST <prefix>/logout-all` | `{"logged_out": n}`, cookie cleared |
 //! | `GET <prefix>/admin/users/{user}/sessions` | `{"user", "sessions": [...]}` |
 //! | `DELETE <prefix>/admin/users/{user}/sessions` | `{"user", "revoked": n}` |
-//! | `GET <prefix>/admin/stats` | `{"active_sessions": n}` |
+//! | `GET <prefix>/admin/query?field=F&value=V[&cursor=C][&limit=N]` | a [`Page`]: `{"sessions": [...], "total", "next_cursor"}` |
+//! | `GET <prefix>/admin/counts?field=F[&top=N]` | a [`Counts`]: `{"field", "distinct", "top": [{"value", "sessions"}]}` |
+//! | `GET <prefix>/admin/active[?since=S][&cursor=C][&limit=N]` | a [`Page`] of the sessions used in the last `S` seconds |
+//! | `GET <prefix>/admin/stats` | a [`Stats`]: `{"now", "active_sessions", "active_last_10_minutes", "days", "fields"}` |
 //!
 //! Times are milliseconds since the Unix epoch. State-changing browser calls
 //! must be same-origin (`Sec-Fetch-Site: same-origin`, or an `Origin` equal to
 //! the gateway's own or a trusted one), else 403 `cross_origin`.
+//!
+//! Admin query strings are `application/x-www-form-urlencoded`: `cursor`
+//! defaults to 0, `limit` to 100 (at most [`MAX_PAGE`]), `top` to 20, `since`
+//! to 600. A missing, repeated, unknown or malformed parameter, or a field not
+//! declared in `SESSION_INDEXES`, is `400 bad_request`.
+//!
+//! [`Page`]: crate::query::Page
+//! [`Counts`]: crate::query::Counts
+//! [`Stats`]: crate::query::Stats
+//! [`MAX_PAGE`]: crate::query::MAX_PAGE
+
+use std::str::FromStr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -36,13 +52,22 @@ enum Route<'a> {
     Logout,
     LogoutAll,
     AdminUserSessions(&'a str),
-    AdminStats,
+    Admin(Analytics),
+}
+
+/// The admin API's read-only analytics routes.
+#[derive(Clone, Copy)]
+enum Analytics {
+    Query,
+    Counts,
+    Active,
+    Stats,
 }
 
 impl Route<'_> {
     fn methods(&self) -> &'static [Method] {
         match self {
-            Route::Session | Route::Devices | Route::AdminStats => &[Method::GET],
+            Route::Session | Route::Devices | Route::Admin(_) => &[Method::GET],
             Route::Device(_) => &[Method::DELETE],
             Route::Logout | Route::LogoutAll => &[Method::POST],
             Route::AdminUserSessions(_) => &[Method::GET, Method::DELETE],
@@ -59,7 +84,10 @@ fn route(rest: &str) -> Option<Route<'_>> {
         ["logout"] => Route::Logout,
         ["logout-all"] => Route::LogoutAll,
         ["admin", "users", user, "sessions"] => Route::AdminUserSessions(user),
-        ["admin", "stats"] => Route::AdminStats,
+        ["admin", "query"] => Route::Admin(Analytics::Query),
+        ["admin", "counts"] => Route::Admin(Analytics::Counts),
+        ["admin", "active"] => Route::Admin(Analytics::Active),
+        ["admin", "stats"] => Route::Admin(Analytics::Stats),
         _ => return None,
     })
 }
@@ -94,7 +122,7 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
         }
         match route {
             Route::AdminUserSessions(user) => self.admin_user(&request, user).await,
-            Route::AdminStats => self.admin_stats(&request).await,
+            Route::Admin(analytics) => self.admin_analytics(&request, analytics).await,
             route => self.browser(&request, route).await,
         }
     }
@@ -145,7 +173,7 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             }
             Route::Logout => self.logout(session, Logout::Current).await,
             Route::LogoutAll => self.logout(session, Logout::All).await,
-            Route::AdminUserSessions(_) | Route::AdminStats => {
+            Route::AdminUserSessions(_) | Route::Admin(_) => {
                 error_response(ErrorCode::NotFound, "no such API route")
             }
         }
@@ -252,13 +280,144 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
         }
     }
 
-    async fn admin_stats(&self, request: &Request<Bytes>) -> Response<Bytes> {
+    /// `query`, `counts`, `active` and `stats`.
+    async fn admin_analytics(
+        &self,
+        request: &Request<Bytes>,
+        analytics: Analytics,
+    ) -> Response<Bytes> {
         if let Some(response) = self.admin_refusal(request) {
             return response;
         }
-        match self.store().active_sessions().await {
-            Ok(n) => json_response(StatusCode::OK, &json!({ "active_sessions": n })),
-            Err(e) => self.store_error(&e),
+        let query = request.uri().query().unwrap_or("");
+        match self.analytics(analytics, query).await {
+            Ok(body) => json_response(StatusCode::OK, &body),
+            Err(AdminError::BadRequest(message)) => error_response(ErrorCode::BadRequest, &message),
+            Err(AdminError::Store(crate::Error::InvalidField { name, .. })) => error_response(
+                ErrorCode::BadRequest,
+                &format!("field {name:?} is not indexed (declare it in SESSION_INDEXES)"),
+            ),
+            Err(AdminError::Store(e @ crate::Error::TooLarge { .. })) => {
+                error_response(ErrorCode::BadRequest, &e.to_string())
+            }
+            Err(AdminError::Store(e)) => self.store_error(&e),
+            Err(AdminError::Encode(e)) => {
+                log::error!("edge-session: could not encode an admin answer: {e}");
+                error_response(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+
+    /// Checks the parameters (before any store call), then asks the store.
+    async fn analytics(
+        &self,
+        analytics: Analytics,
+        query: &str,
+    ) -> std::result::Result<serde_json::Value, AdminError> {
+        let store = self.store();
+        Ok(match analytics {
+            Analytics::Query => {
+                let p = Params::read(query, &["field", "value", "cursor", "limit"])?;
+                let (field, value) = (p.required("field")?, p.required("value")?);
+                let (cursor, limit) = (p.number("cursor", 0)?, p.number("limit", DEFAULT_LIMIT)?);
+                serde_json::to_value(store.query(field, value, cursor, limit).await?)?
+            }
+            Analytics::Counts => {
+                let p = Params::read(query, &["field", "top"])?;
+                let (field, top) = (p.required("field")?, p.number("top", DEFAULT_TOP)?);
+                serde_json::to_value(store.counts(field, top).await?)?
+            }
+            Analytics::Active => {
+                let p = Params::read(query, &["since", "cursor", "limit"])?;
+                let since = Duration::from_secs(p.number("since", DEFAULT_SINCE_SECS)?);
+                let (cursor, limit) = (p.number("cursor", 0)?, p.number("limit", DEFAULT_LIMIT)?);
+                serde_json::to_value(store.active_since(since, cursor, limit).await?)?
+            }
+            Analytics::Stats => {
+                Params::read(query, &[])?;
+                serde_json::to_value(store.stats().await?)?
+            }
+        })
+    }
+}
+
+/// Default `limit` of the admin `query` and `active` routes.
+const DEFAULT_LIMIT: usize = 100;
+/// Default `top` of the admin `counts` route.
+const DEFAULT_TOP: usize = 20;
+/// Default `since` (seconds) of the admin `active` route.
+const DEFAULT_SINCE_SECS: u64 = 600;
+
+/// Why an admin analytics call failed.
+enum AdminError {
+    /// A missing, unknown, repeated or malformed parameter (400).
+    BadRequest(String),
+    /// The store refused or failed.
+    Store(crate::Error),
+    /// The answer could not be encoded (500; never expected).
+    Encode(serde_json::Error),
+}
+
+impl From<crate::Error> for AdminError {
+    fn from(e: crate::Error) -> Self {
+        AdminError::Store(e)
+    }
+}
+
+impl From<serde_json::Error> for AdminError {
+    fn from(e: serde_json::Error) -> Self {
+        AdminError::Encode(e)
+    }
+}
+
+/// The parameters of an admin query string, decoded by `form_urlencoded`.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Decodes `query`, refusing names outside `allowed` and repeated names.
+    fn read(query: &str, allowed: &[&str]) -> std::result::Result<Self, AdminError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if !allowed.contains(&name.as_ref()) {
+                return Err(AdminError::BadRequest(if allowed.is_empty() {
+                    "this route takes no parameters".to_owned()
+                } else {
+                    format!(
+                        "unknown parameter {name:?} (expected {})",
+                        allowed.join(", ")
+                    )
+                }));
+            }
+            if pairs.iter().any(|(n, _)| *n == name) {
+                return Err(AdminError::BadRequest(format!(
+                    "the parameter {name:?} is given twice"
+                )));
+            }
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Self(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that must be present.
+    fn required(&self, name: &str) -> std::result::Result<&str, AdminError> {
+        self.get(name)
+            .ok_or_else(|| AdminError::BadRequest(format!("the parameter {name:?} is required")))
+    }
+
+    /// An optional whole number, `default` when absent.
+    fn number<T: FromStr>(&self, name: &str, default: T) -> std::result::Result<T, AdminError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                AdminError::BadRequest(format!("the parameter {name:?} must be a whole number"))
+            }),
         }
     }
 }

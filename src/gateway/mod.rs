@@ -11,7 +11,15 @@
 //!   origin's `x-session-set` / `-incr` / `-login` / `-logout` response headers
 //!   in one round trip and sets, re-signs or clears the cookie.
 //! - **Browser API** under `SESSION_API_PREFIX` (default `/_session`).
-//! - **Admin API** under `<prefix>/admin/`, with `Authorization: Bearer $ADMIN_TOKEN`.
+//! - **Admin API** under `<prefix>/admin/`, with `Authorization: Bearer $ADMIN_TOKEN`:
+//!   a user's sessions, logout everywhere, and the analytics of [`crate::query`]
+//!   (queries and counts over the fields declared in `SESSION_INDEXES`, the
+//!   sessions used recently, and daily figures over `SESSION_STATS_DAYS` days;
+//!   both are [`SessionConfig`](crate::SessionConfig) settings of the store).
+//!
+//! Session lifecycle events reach [`Gateway::with_hooks`]; [`EventLog`] logs
+//! them as JSON lines, which the Worker and the Lambda install when
+//! `SESSION_LOG_EVENTS` is on ([`GatewayConfig::log_events`]).
 //!
 //! Error bodies are `{"error": "...", "code": "..."}`; see [`ErrorCode`].
 
@@ -20,6 +28,7 @@ pub mod instructions;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -27,6 +36,7 @@ use http::{Request, Response, StatusCode};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::hooks::{Hooks, SessionEvent};
 use crate::platform::{MaybeSend, MaybeSync};
 use crate::session::{ClientInfo, Session};
 use crate::store::SessionStore;
@@ -72,6 +82,9 @@ pub struct GatewayConfig {
     pub trusted_origins: Vec<String>,
     /// `Retry-After` seconds on 503 (`SESSION_RETRY_AFTER`, default 5).
     pub retry_after_secs: u32,
+    /// Log every session lifecycle event as a JSON line (`SESSION_LOG_EVENTS`,
+    /// default false): the packagings then give the gateway an [`EventLog`].
+    pub log_events: bool,
     admin_token: Option<String>,
 }
 
@@ -83,6 +96,7 @@ impl fmt::Debug for GatewayConfig {
             .field("skip_paths", &self.skip_paths)
             .field("trusted_origins", &self.trusted_origins)
             .field("retry_after_secs", &self.retry_after_secs)
+            .field("log_events", &self.log_events)
             .field("admin_api", &self.admin_token.is_some())
             .finish()
     }
@@ -104,6 +118,7 @@ impl GatewayConfig {
             skip_paths: Vec::new(),
             trusted_origins: Vec::new(),
             retry_after_secs: 5,
+            log_events: false,
             admin_token: None,
         })
     }
@@ -122,8 +137,8 @@ impl GatewayConfig {
     }
 
     /// Reads `ORIGIN_URL`, `SESSION_API_PREFIX`, `SESSION_SKIP_PATHS`,
-    /// `SESSION_TRUSTED_ORIGINS`, `SESSION_RETRY_AFTER` and `ADMIN_TOKEN`
-    /// through `get` (empty values count as unset).
+    /// `SESSION_TRUSTED_ORIGINS`, `SESSION_RETRY_AFTER`, `SESSION_LOG_EVENTS`
+    /// and `ADMIN_TOKEN` through `get` (empty values count as unset).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let origin = get("ORIGIN_URL").ok_or_else(|| Error::config("ORIGIN_URL", "is required"))?;
@@ -162,6 +177,13 @@ impl GatewayConfig {
             config.retry_after_secs = secs.trim().parse().map_err(|_| {
                 Error::config("SESSION_RETRY_AFTER", "must be a whole number of seconds")
             })?;
+        }
+        if let Some(value) = get("SESSION_LOG_EVENTS") {
+            config.log_events = match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(Error::config("SESSION_LOG_EVENTS", "must be true or false")),
+            };
         }
         if let Some(token) = get("ADMIN_TOKEN") {
             config = config.with_admin_token(token)?;
@@ -264,6 +286,17 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             store,
             upstream,
             config,
+        }
+    }
+
+    /// Sends the lifecycle events of the gateway's sessions (created,
+    /// regenerated on login, destroyed, logged out everywhere) to `hooks`,
+    /// e.g. an [`EventLog`]. Replaces the store's hooks, if it had any.
+    #[must_use]
+    pub fn with_hooks(self, hooks: Arc<dyn Hooks>) -> Self {
+        Self {
+            store: self.store.with_hooks(hooks),
+            ..self
         }
     }
 
@@ -407,6 +440,61 @@ pub fn store_error_response(error: &Error, retry_after_secs: u32) -> Response<By
     } else {
         log::error!("edge-session: unexpected session store error: {error}");
         error_response(ErrorCode::Internal, "internal error")
+    }
+}
+
+/// [`Hooks`] that log every session event as one JSON line through the `log`
+/// facade, at level info with target `edge_session::events`:
+///
+/// ```json
+/// {"handle":"<64 hex>","kind":"created","source":"edge-session","user":null}
+/// {"handle":"<new>","kind":"regenerated","previous":"<old>","source":"edge-session","user":"u-1"}
+/// {"handle":"<64 hex>","kind":"destroyed","source":"edge-session","user":"u-1"}
+/// {"kind":"logged_out_everywhere","sessions":3,"source":"edge-session","user":"u-1"}
+/// ```
+///
+/// Handles are the non-secret session ids (`x-session-id`); no token is
+/// ever logged. A `user` of `destroyed` is null when the session ended by
+/// its own logout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventLog;
+
+impl EventLog {
+    /// The JSON line logged for `event`.
+    pub fn line(event: &SessionEvent) -> String {
+        // Keys in alphabetical order: the same line with or without
+        // serde_json's `preserve_order`.
+        let (source, kind) = ("edge-session", event.kind());
+        let line = match event {
+            SessionEvent::Created { handle, user } | SessionEvent::Destroyed { handle, user } => {
+                serde_json::json!({
+                    "handle": handle.as_str(),
+                    "kind": kind,
+                    "source": source,
+                    "user": user,
+                })
+            }
+            SessionEvent::Regenerated { old, new, user } => serde_json::json!({
+                "handle": new.as_str(),
+                "kind": kind,
+                "previous": old.as_str(),
+                "source": source,
+                "user": user,
+            }),
+            SessionEvent::LoggedOutEverywhere { user, sessions } => serde_json::json!({
+                "kind": kind,
+                "sessions": sessions,
+                "source": source,
+                "user": user,
+            }),
+        };
+        line.to_string()
+    }
+}
+
+impl Hooks for EventLog {
+    fn on_event(&self, event: &SessionEvent) {
+        log::info!(target: "edge_session::events", "{}", Self::line(event));
     }
 }
 
@@ -613,7 +701,46 @@ mod tests {
         assert_eq!(c.skip_paths, ["/static", "/health"]);
         assert!(c.skips("/health") && !c.skips("/healthz"));
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        assert!(!c.log_events);
         assert!(GatewayConfig::new("ftp://x").is_err());
+        let with_events = |value: &str| {
+            let value = value.to_owned();
+            GatewayConfig::from_lookup(move |name| match name {
+                "ORIGIN_URL" => Some("https://origin.example".to_owned()),
+                "SESSION_LOG_EVENTS" => Some(value.clone()),
+                _ => None,
+            })
+        };
+        assert!(with_events("true").is_ok_and(|c| c.log_events));
+        assert!(with_events(" On ").is_ok_and(|c| c.log_events));
+        assert!(with_events("false").is_ok_and(|c| !c.log_events));
+        let e = with_events("ture").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("SESSION_LOG_EVENTS")));
+    }
+
+    #[test]
+    fn event_lines_are_one_json_object() {
+        let token = crate::SessionToken::generate(None);
+        let handle = token.handle();
+        let line = EventLog::line(&SessionEvent::Created {
+            handle: handle.clone(),
+            user: None,
+        });
+        assert_eq!(
+            line,
+            format!(
+                r#"{{"handle":"{}","kind":"created","source":"edge-session","user":null}}"#,
+                handle.as_str()
+            )
+        );
+        let line = EventLog::line(&SessionEvent::LoggedOutEverywhere {
+            user: "zoë \"z\"".to_owned(),
+            sessions: 3,
+        });
+        assert_eq!(
+            line,
+            r#"{"kind":"logged_out_everywhere","sessions":3,"source":"edge-session","user":"zoë \"z\""}"#
+        );
     }
 }
 

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use edge_session::backend::{Backend, RestBackend};
 use edge_session::gateway::{
-    ErrorCode, Gateway, GatewayConfig, ReqwestUpstream, Upstream, error_response,
+    ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, Upstream, error_response,
 };
 use edge_session::{AnyBackend, BackendConfig, SessionStore, Settings};
 use serde_json::Value;
@@ -152,15 +153,19 @@ pub async fn store(
 }
 
 /// The gateway for `env` (store, origin, settings), built once per execution
-/// environment.
+/// environment. With `SESSION_LOG_EVENTS=true` it logs every session
+/// lifecycle event as one JSON line ([`EventLog`], through `log`, see
+/// [`crate::init_logging`]).
 pub async fn gateway(env: &Env, client: reqwest::Client) -> Result<LambdaGateway, InitError> {
     let config = env.gateway_config()?;
+    let log_events = config.log_events;
     let store = store(env, &client).await?;
-    Ok(Gateway::new(
-        store,
-        ReqwestUpstream::with_client(client),
-        config,
-    ))
+    let gateway = Gateway::new(store, ReqwestUpstream::with_client(client), config);
+    Ok(if log_events {
+        gateway.with_hooks(Arc::new(EventLog))
+    } else {
+        gateway
+    })
 }
 
 /// Handles one `lambda_http` request with the gateway. Never fails: a

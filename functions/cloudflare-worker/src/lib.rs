@@ -18,10 +18,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use edge_session::backend::RestBackend;
-use edge_session::gateway::{Gateway, GatewayConfig, Upstream};
+use edge_session::gateway::{EventLog, Gateway, GatewayConfig, Upstream};
 use edge_session::{BackendConfig, SessionStore, Settings};
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
 
@@ -144,14 +145,21 @@ thread_local! {
     static GATEWAY: RefCell<Option<Rc<WorkerGateway>>> = const { RefCell::new(None) };
 }
 
-/// The isolate's gateway, built from `env` on first use.
+/// The isolate's gateway, built from `env` on first use. With
+/// `SESSION_LOG_EVENTS=true` it logs every session lifecycle event as one
+/// JSON line to the console ([`EventLog`], see `wrangler tail`).
 pub fn gateway(env: &Env) -> edge_session::Result<Rc<WorkerGateway>> {
     if let Some(gateway) = GATEWAY.with(|g| g.borrow().clone()) {
         return Ok(gateway);
     }
     let store = store(settings(env)?)?;
     let config = GatewayConfig::from_lookup(|name| lookup(env, name))?;
-    let gateway = Rc::new(Gateway::new(store, WorkerFetch, config));
+    let log_events = config.log_events;
+    let mut gateway = Gateway::new(store, WorkerFetch, config);
+    if log_events {
+        gateway = gateway.with_hooks(Arc::new(EventLog));
+    }
+    let gateway = Rc::new(gateway);
     GATEWAY.with(|g| *g.borrow_mut() = Some(Rc::clone(&gateway)));
     Ok(gateway)
 }
