@@ -142,7 +142,16 @@ async fn first_write_creates_a_session_and_cookie(kind: Kind) {
     let commit = h.store.commit(request).await.unwrap();
     let set_cookie = commit.set_cookie.expect("a new session sets a cookie");
     assert_secure_cookie(&set_cookie);
-    assert!(set_cookie.contains("Max-Age="), "{set_cookie}");
+    let max_age: u64 = set_cookie
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a persistent cookie has a Max-Age");
+    assert!(
+        max_age <= h.store.config().absolute_ttl.as_secs(),
+        "the cookie never outlives the absolute expiry: {set_cookie}"
+    );
     let header = cookie_header(&set_cookie);
     let request = h
         .store
