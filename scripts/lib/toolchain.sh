@@ -7,7 +7,7 @@
 # stderr (stdout is kept for values, e.g. `port=$(es_free_port)`).
 #
 #   es_apt_install PKG...           install the missing Debian packages (apt-get update at most once)
-#   es_ensure_redis                 redis-server + redis-tools; never leaves the Debian service on
+#   es_ensure_redis                 redis-server, redis-tools, redis-sentinel; never leaves a Debian service on
 #   es_ensure_wasm32                a wasm32-unknown-unknown toolchain; exports ES_WASM_ROUTE=rustup|debian
 #   es_wasm_cargo ARGS...           cargo ARGS... with the active wasm route's toolchain/environment
 #   es_wasm_exec CMD [ARGS...]      run any command (e.g. worker-build) in that environment
@@ -143,33 +143,43 @@ es_apt_install() {
 # their own redis-server instances on free ports and never use it.
 
 _es_stop_debian_redis_service() {
+  local service="${1:-redis-server}"
   if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    _es_log "redis-server: disabling and stopping the Debian service (tests run their own)"
-    _es_as_root systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+    _es_log "$service: disabling and stopping the Debian service (tests run their own)"
+    _es_as_root systemctl disable --now "$service.service" >/dev/null 2>&1 || true
   else
     if command -v update-rc.d >/dev/null 2>&1; then
-      _es_as_root update-rc.d redis-server disable >/dev/null 2>&1 || true
+      _es_as_root update-rc.d "$service" disable >/dev/null 2>&1 || true
     fi
     local pid=""
-    [[ -r /run/redis/redis-server.pid ]] && pid="$(cat /run/redis/redis-server.pid 2>/dev/null || true)"
+    [[ -r "/run/redis/$service.pid" ]] && pid="$(cat "/run/redis/$service.pid" 2>/dev/null || true)"
     if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-      _es_log "redis-server: stopping the Debian service started by the package (tests run their own)"
-      _es_as_root /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+      _es_log "$service: stopping the Debian service started by the package (tests run their own)"
+      _es_as_root "/etc/init.d/$service" stop >/dev/null 2>&1 || true
     fi
   fi
 }
 
+# redis-sentinel is for the failover test (tests/cluster.rs); like redis-server, its Debian
+# service is stopped right after this call installed it (it would hold port 26379).
 es_ensure_redis() {
-  local had_server=0
+  local had_server=0 had_sentinel=0
   _es_dpkg_installed redis-server && had_server=1
-  es_apt_install redis-server redis-tools || return 1
+  _es_dpkg_installed redis-sentinel && had_sentinel=1
+  es_apt_install redis-server redis-tools redis-sentinel || return 1
   if [[ $had_server -eq 0 ]]; then
-    _es_stop_debian_redis_service
+    _es_stop_debian_redis_service redis-server
   fi
-  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
-    _es_err "redis-server/redis-cli not on PATH after install"
-    return 1
+  if [[ $had_sentinel -eq 0 ]]; then
+    _es_stop_debian_redis_service redis-sentinel
   fi
+  local tool
+  for tool in redis-server redis-cli redis-sentinel; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      _es_err "$tool not on PATH after install"
+      return 1
+    fi
+  done
 }
 
 # ---------------------------------------------------------------------------------------------
