@@ -93,6 +93,24 @@ pub enum Error {
         found: u64,
     },
 
+    /// A lock stayed held by someone else through every attempt (see
+    /// [`crate::lock`]); nothing was acquired.
+    #[error("lock {name:?} is busy after {attempts} attempts")]
+    LockBusy {
+        /// The lock name.
+        name: String,
+        /// How many times acquisition was tried.
+        attempts: u32,
+    },
+
+    /// The lease of a held lock ran out before it was renewed or released,
+    /// so another holder may have taken the lock; its key was left alone.
+    #[error("the lease of lock {name:?} was lost")]
+    LockLost {
+        /// The lock name.
+        name: String,
+    },
+
     /// Redis answered a command with an error reply.
     #[error("redis error: {0}")]
     Redis(ServerError),

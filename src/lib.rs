@@ -20,6 +20,7 @@
 //!   analytics, without scanning keys; [`maintenance`]: offline re-indexing
 //!   and the audit.
 //! - [`hooks`]: session lifecycle events for the embedding code.
+//! - [`lock`]: lease locks for the rare critical section that needs one.
 //! - [`keys`]: the Redis key layout, ready for Redis Cluster.
 //! - [`gateway`]: the HTTP-level session gateway shared by the Worker and
 //!   Lambda packagings (origin proxy, browser API, admin API).
@@ -45,6 +46,7 @@ mod error;
 pub mod gateway;
 pub mod hooks;
 pub mod keys;
+pub mod lock;
 pub mod maintenance;
 pub mod platform;
 pub mod query;
@@ -60,6 +62,7 @@ pub use cookie::{
 };
 pub use error::{Error, Result, ServerError};
 pub use hooks::{Hooks, SessionEvent};
+pub use lock::{LockGuard, LockOptions};
 pub use maintenance::{AuditReport, ReindexReport};
 pub use query::{Counts, DailyStats, Page, SessionSummary, Stats, ValueCount};
 pub use request::{Commit, Logout, RequestSession};

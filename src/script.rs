@@ -46,16 +46,18 @@ pub(crate) static COUNTS: Script = script!("counts");
 pub(crate) static STATS: Script = script!("stats");
 pub(crate) static REINDEX: Script = script!("reindex");
 pub(crate) static INSPECT: Script = script!("inspect");
+pub(crate) static UNLOCK: Script = script!("unlock");
+pub(crate) static RENEW: Script = script!("renew");
 
 /// Every script, for preloading.
-pub(crate) static ALL: [&Script; 16] = [
+pub(crate) static ALL: [&Script; 18] = [
     &LOAD, &APPLY, &CREATE, &LOGIN, &TAKE, &DESTROY, &DEVICES, &REVOKE, &ACTIVE, &TRACK, &RANGE,
-    &CHECK, &COUNTS, &STATS, &REINDEX, &INSPECT,
+    &CHECK, &COUNTS, &STATS, &REINDEX, &INSPECT, &UNLOCK, &RENEW,
 ];
 
 /// The keys of a script call, each with its role letter (see `scripts/lib.lua`):
 /// `s` session, `d` device set, `o` old session, `p` old device set, `g` a
-/// global key. The roles travel in the first argument, with the context.
+/// global key, `l` a lock. The roles travel in the first argument, with the context.
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
     roles: String,

@@ -6,4 +6,5 @@ mod support;
 mod conformance;
 mod gateway;
 mod indexes;
+mod lock;
 mod rest;
