@@ -6,5 +6,6 @@ mod support;
 mod conformance;
 mod gateway;
 mod indexes;
+mod outage;
 mod lock;
 mod rest;

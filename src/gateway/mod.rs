@@ -22,6 +22,22 @@
 //! `SESSION_LOG_EVENTS` is on ([`GatewayConfig::log_events`]).
 //!
 //! Error bodies are `{"error": "...", "code": "..."}`; see [`ErrorCode`].
+//!
+//! # Store outages
+//!
+//! Every store step of a request is bounded by [`GatewayConfig::store_deadline`]
+//! (`SESSION_STORE_DEADLINE_MS`, retries included: the load before the
+//! origin, the write after it, and an API call, each). When the store is
+//! unavailable ([`Error::is_unavailable`]), [`OutagePolicy`]
+//! (`SESSION_STORE_OUTAGE`) decides:
+//!
+//! - `fail-closed` (default): `503 store_unavailable` with `Retry-After`.
+//! - `fail-open`: the request reaches the origin anonymous, with
+//!   `x-session-store: unavailable` ([`SESSION_STORE`]); the origin's
+//!   instructions are not applied and the response names them in
+//!   `x-session-dropped` ([`SESSION_DROPPED`]); the cookie is neither set nor
+//!   cleared, so the user's session is there again once the store is back.
+//!   The browser and admin APIs still answer 503.
 
 mod api;
 pub mod instructions;
@@ -29,6 +45,7 @@ pub mod instructions;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -37,7 +54,7 @@ use http::{Request, Response, StatusCode};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::hooks::{Hooks, SessionEvent};
-use crate::platform::{MaybeSend, MaybeSync};
+use crate::platform::{MaybeSend, MaybeSync, with_timeout};
 use crate::session::{ClientInfo, Session};
 use crate::store::SessionStore;
 
@@ -52,6 +69,54 @@ pub const SESSION_DATA: &str = "x-session-data";
 /// Request header sent instead of `x-session-data` when the data is larger
 /// than the header limit: the size in bytes of the JSON that was left out.
 pub const SESSION_DATA_OMITTED: &str = "x-session-data-omitted";
+
+/// Request header sent to the origin, with the value `unavailable`, when the
+/// store could not be reached and [`OutagePolicy::FailOpen`] let the request
+/// through anonymous.
+pub const SESSION_STORE: &str = "x-session-store";
+/// Response header (to the client) listing the origin's instructions that
+/// were not applied because the store was unavailable under
+/// [`OutagePolicy::FailOpen`], e.g. `x-session-incr, x-session-set`.
+pub const SESSION_DROPPED: &str = "x-session-dropped";
+
+/// Default of [`GatewayConfig::store_deadline`]: 5 s.
+pub const DEFAULT_STORE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What the gateway does when the session store is unavailable
+/// (`SESSION_STORE_OUTAGE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutagePolicy {
+    /// `fail-closed` (default): `503 store_unavailable` with `Retry-After`.
+    #[default]
+    FailClosed,
+    /// `fail-open`: the request reaches the origin anonymous with
+    /// `x-session-store: unavailable`; its session instructions are dropped
+    /// (listed in `x-session-dropped`) and the cookie is left untouched.
+    FailOpen,
+}
+
+impl OutagePolicy {
+    /// Parses `fail-closed` or `fail-open` (case-insensitive, `_` allowed).
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "fail-closed" | "closed" => Ok(Self::FailClosed),
+            "fail-open" | "open" => Ok(Self::FailOpen),
+            _ => Err(Error::config(
+                "SESSION_STORE_OUTAGE",
+                "must be fail-closed or fail-open",
+            )),
+        }
+    }
+
+    /// `fail-closed` or `fail-open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail-closed",
+            Self::FailOpen => "fail-open",
+        }
+    }
+}
 
 /// Largest `x-session-data` value sent to the origin.
 pub const MAX_DATA_HEADER_BYTES: usize = 16 * 1024;
@@ -85,6 +150,14 @@ pub struct GatewayConfig {
     /// Log every session lifecycle event as a JSON line (`SESSION_LOG_EVENTS`,
     /// default false): the packagings then give the gateway an [`EventLog`].
     pub log_events: bool,
+    /// What to do when the store is unavailable (`SESSION_STORE_OUTAGE`,
+    /// default fail-closed).
+    pub outage: OutagePolicy,
+    /// Longest wait for one store step of a request, retries included
+    /// (`SESSION_STORE_DEADLINE_MS`, default 5 s): the load before the origin,
+    /// the write after it, and an API call are each given up after this long
+    /// and treated as an unavailable store.
+    pub store_deadline: Duration,
     admin_token: Option<String>,
 }
 
@@ -97,6 +170,8 @@ impl fmt::Debug for GatewayConfig {
             .field("trusted_origins", &self.trusted_origins)
             .field("retry_after_secs", &self.retry_after_secs)
             .field("log_events", &self.log_events)
+            .field("outage", &self.outage)
+            .field("store_deadline", &self.store_deadline)
             .field("admin_api", &self.admin_token.is_some())
             .finish()
     }
@@ -119,6 +194,8 @@ impl GatewayConfig {
             trusted_origins: Vec::new(),
             retry_after_secs: 5,
             log_events: false,
+            outage: OutagePolicy::FailClosed,
+            store_deadline: DEFAULT_STORE_DEADLINE,
             admin_token: None,
         })
     }
@@ -137,8 +214,9 @@ impl GatewayConfig {
     }
 
     /// Reads `ORIGIN_URL`, `SESSION_API_PREFIX`, `SESSION_SKIP_PATHS`,
-    /// `SESSION_TRUSTED_ORIGINS`, `SESSION_RETRY_AFTER`, `SESSION_LOG_EVENTS`
-    /// and `ADMIN_TOKEN` through `get` (empty values count as unset).
+    /// `SESSION_TRUSTED_ORIGINS`, `SESSION_RETRY_AFTER`, `SESSION_LOG_EVENTS`,
+    /// `SESSION_STORE_OUTAGE`, `SESSION_STORE_DEADLINE_MS` and `ADMIN_TOKEN`
+    /// through `get` (empty values count as unset).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let origin = get("ORIGIN_URL").ok_or_else(|| Error::config("ORIGIN_URL", "is required"))?;
@@ -184,6 +262,24 @@ impl GatewayConfig {
                 "0" | "false" | "no" | "off" => false,
                 _ => return Err(Error::config("SESSION_LOG_EVENTS", "must be true or false")),
             };
+        }
+        if let Some(policy) = get("SESSION_STORE_OUTAGE") {
+            config.outage = OutagePolicy::parse(&policy)?;
+        }
+        if let Some(ms) = get("SESSION_STORE_DEADLINE_MS") {
+            let ms: u64 = ms.trim().parse().map_err(|_| {
+                Error::config(
+                    "SESSION_STORE_DEADLINE_MS",
+                    "must be a whole number of milliseconds",
+                )
+            })?;
+            if ms == 0 {
+                return Err(Error::config(
+                    "SESSION_STORE_DEADLINE_MS",
+                    "must be at least 1",
+                ));
+            }
+            config.store_deadline = Duration::from_millis(ms);
         }
         if let Some(token) = get("ADMIN_TOKEN") {
             config = config.with_admin_token(token)?;
@@ -315,7 +411,11 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
         let path = request.uri().path().to_owned();
         if under(&path, &self.config.api_prefix) {
             let rest = path[self.config.api_prefix.len()..].to_owned();
-            return self.api(request, &rest).await;
+            let answer = self.within_deadline(async { Ok(self.api(request, &rest).await) });
+            return match answer.await {
+                Ok(response) => response,
+                Err(e) => self.store_error(&e),
+            };
         }
         if self.config.skips(&path) {
             return self.pass_through(request).await;
@@ -337,8 +437,12 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
         strip_session_headers(&mut parts.headers);
         let client = client_info(&parts.headers);
         let cookie = cookie_header(&parts.headers);
-        let mut session = match self.store.begin(cookie.as_deref(), client).await {
+        let begun = self.within_deadline(self.store.begin(cookie.as_deref(), client));
+        let mut session = match begun.await {
             Ok(s) => s,
+            Err(e) if self.fails_open(&e) => {
+                return self.proxy_without_store(parts, body, &e).await;
+            }
             Err(e) => return self.store_error(&e),
         };
         remove_cookie(&mut parts.headers, &self.store.cookies().config().name);
@@ -351,6 +455,7 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             Err(response) => return response,
         };
         let (mut parts, body) = response.into_parts();
+        let sent = instruction_names(&parts.headers);
         let instructions = match Instructions::take(&mut parts.headers) {
             Ok(i) => i,
             Err(e) => {
@@ -362,11 +467,19 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             log::error!("edge-session: origin sent a refused session instruction: {e}");
             return error_response(ErrorCode::BadSessionInstruction, &e.to_string());
         }
-        let commit = match self.store.commit(session).await {
+        let commit = match self.within_deadline(self.store.commit(session)).await {
             Ok(c) => c,
             Err(e) if instructions::is_instruction_fault(&e) => {
                 log::error!("edge-session: origin sent a refused session instruction: {e}");
                 return error_response(ErrorCode::BadSessionInstruction, &e.to_string());
+            }
+            Err(e) if self.fails_open(&e) => {
+                // The origin has answered: its response goes out, without
+                // the instructions (not applied, or after a timeout not
+                // confirmed) and without any cookie change.
+                let mut response = clean_response(Response::from_parts(parts, body));
+                mark_dropped(&mut response, &sent, &e);
+                return response;
             }
             Err(e) => return self.store_error(&e),
         };
@@ -374,6 +487,43 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             append_set_cookie(&mut parts.headers, &cookie);
         }
         clean_response(Response::from_parts(parts, body))
+    }
+
+    /// `fail-open` with the store unavailable: the request goes to the origin
+    /// anonymous (session cookie removed, `x-session-store: unavailable`), its
+    /// instructions are dropped and the cookie is left as it is.
+    async fn proxy_without_store(
+        &self,
+        mut parts: http::request::Parts,
+        body: Bytes,
+        error: &Error,
+    ) -> Response<Bytes> {
+        log::warn!(
+            "edge-session: session store unavailable, request forwarded without a session (fail-open): {error}"
+        );
+        remove_cookie(&mut parts.headers, &self.store.cookies().config().name);
+        parts.headers.insert(
+            HeaderName::from_static(SESSION_STORE),
+            HeaderValue::from_static("unavailable"),
+        );
+        let response = match self.forward(parts, body).await {
+            Ok(response) => response,
+            Err(response) => return response,
+        };
+        let sent = instruction_names(response.headers());
+        let mut response = clean_response(response);
+        mark_dropped(&mut response, &sent, error);
+        response
+    }
+
+    /// Runs one store step within [`GatewayConfig::store_deadline`].
+    async fn within_deadline<T>(&self, step: impl Future<Output = Result<T>>) -> Result<T> {
+        with_timeout(self.config.store_deadline, step).await
+    }
+
+    /// True when `error` is an outage the policy lets through.
+    fn fails_open(&self, error: &Error) -> bool {
+        self.config.outage == OutagePolicy::FailOpen && error.is_unavailable()
     }
 
     /// Sends the request to the origin; an unreachable origin is a 502 response.
@@ -440,6 +590,36 @@ pub fn store_error_response(error: &Error, retry_after_secs: u32) -> Response<By
     } else {
         log::error!("edge-session: unexpected session store error: {error}");
         error_response(ErrorCode::Internal, "internal error")
+    }
+}
+
+/// The instruction headers present in an origin response, in contract order.
+fn instruction_names(headers: &HeaderMap) -> Vec<&'static str> {
+    [
+        instructions::SET,
+        instructions::INCR,
+        instructions::LOGIN,
+        instructions::LOGOUT,
+    ]
+    .into_iter()
+    .filter(|name| headers.contains_key(*name))
+    .collect()
+}
+
+/// Logs the instructions a fail-open response drops and names them in
+/// `x-session-dropped`.
+fn mark_dropped(response: &mut Response<Bytes>, dropped: &[&str], error: &Error) {
+    if dropped.is_empty() {
+        return;
+    }
+    let list = dropped.join(", ");
+    log::warn!(
+        "edge-session: session store unavailable (fail-open): the origin's {list} not applied: {error}"
+    );
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(SESSION_DROPPED), value);
     }
 }
 
@@ -716,6 +896,59 @@ mod tests {
         assert!(with_events("false").is_ok_and(|c| !c.log_events));
         let e = with_events("ture").err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("SESSION_LOG_EVENTS")));
+    }
+
+    #[test]
+    fn outage_policy_and_deadline_from_lookup() {
+        let with = |policy: Option<&str>, deadline: Option<&str>| {
+            let (policy, deadline) = (policy.map(str::to_owned), deadline.map(str::to_owned));
+            GatewayConfig::from_lookup(move |name| match name {
+                "ORIGIN_URL" => Some("https://origin.example".to_owned()),
+                "SESSION_STORE_OUTAGE" => policy.clone(),
+                "SESSION_STORE_DEADLINE_MS" => deadline.clone(),
+                _ => None,
+            })
+        };
+        let defaults = with(None, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(defaults.outage, OutagePolicy::FailClosed);
+        assert_eq!(defaults.store_deadline, DEFAULT_STORE_DEADLINE);
+        let open = with(Some(" Fail-Open "), Some("1500")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(open.outage, OutagePolicy::FailOpen);
+        assert_eq!(open.outage.as_str(), "fail-open");
+        assert_eq!(open.store_deadline, Duration::from_millis(1500));
+        assert!(
+            with(Some("fail_closed"), None).is_ok_and(|c| c.outage == OutagePolicy::FailClosed)
+        );
+        for (policy, deadline, name) in [
+            (Some("fail-sometimes"), None, "SESSION_STORE_OUTAGE"),
+            (None, Some("0"), "SESSION_STORE_DEADLINE_MS"),
+            (None, Some("5s"), "SESSION_STORE_DEADLINE_MS"),
+        ] {
+            let e = with(policy, deadline).err().map(|e| e.to_string());
+            assert!(
+                e.is_some_and(|e| e.contains(name)),
+                "{policy:?} {deadline:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dropped_instructions_are_named_in_contract_order() {
+        let mut headers = HeaderMap::new();
+        headers.insert(instructions::LOGOUT, HeaderValue::from_static("current"));
+        headers.insert(instructions::SET, HeaderValue::from_static("{}"));
+        headers.insert("x-session-other", HeaderValue::from_static("1"));
+        let names = instruction_names(&headers);
+        assert_eq!(names, [instructions::SET, instructions::LOGOUT]);
+        let mut response = Response::new(Bytes::new());
+        mark_dropped(&mut response, &names, &Error::Timeout { ms: 5 });
+        assert_eq!(
+            response.headers()[SESSION_DROPPED],
+            "x-session-set, x-session-logout"
+        );
+        let mut untouched = Response::new(Bytes::new());
+        mark_dropped(&mut untouched, &[], &Error::Timeout { ms: 5 });
+        assert!(untouched.headers().is_empty());
     }
 
     #[test]
