@@ -60,6 +60,12 @@ impl SessionToken {
         Self { secret, user_tag }
     }
 
+    /// A token with a chosen secret, for the fuzz targets
+    /// ([`crate::fuzzing::token`]); real tokens come from [`Self::generate`].
+    pub(crate) fn from_secret(secret: [u8; SECRET_BYTES], user_tag: Option<UserTag>) -> Self {
+        Self { secret, user_tag }
+    }
+
     /// The non-secret handle of the session: hex SHA-256 of the secret.
     ///
     /// The Redis key is derived from it, it names the session in device lists

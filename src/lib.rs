@@ -55,6 +55,56 @@ mod script;
 pub mod session;
 pub mod store;
 
+/// Entry points for the fuzz targets in `fuzz/` (see the README's "Fuzzing"
+/// section). **Not public API**: hidden from the docs, no stability promise,
+/// may change or go away in any release.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::cookie::{SECRET_BYTES, SessionToken, UserTag};
+    use crate::gateway::Instructions;
+    use crate::request::Logout;
+
+    #[cfg(feature = "rest")]
+    pub use crate::backend::rest::Route as RestRoute;
+
+    /// A session token with a chosen secret (real ones come from the CSPRNG),
+    /// so that a target can sign and verify tokens derived from its input.
+    pub fn token(secret: [u8; SECRET_BYTES], user_tag: Option<UserTag>) -> SessionToken {
+        SessionToken::from_secret(secret, user_tag)
+    }
+
+    /// The parts of parsed `x-session-*` instructions: fields to set, fields
+    /// to increment, the user to log in, the logout scope.
+    pub type InstructionParts<'a> = (
+        &'a [(String, serde_json::Value)],
+        &'a [(String, i64)],
+        Option<&'a str>,
+        Option<Logout>,
+    );
+
+    /// What [`Instructions::take`] parsed, for checking its invariants.
+    pub fn instruction_parts(instructions: &Instructions) -> InstructionParts<'_> {
+        (
+            &instructions.set,
+            &instructions.incr,
+            instructions.login.as_deref(),
+            instructions.logout,
+        )
+    }
+
+    /// The REST backend's decoder of one HTTP response (status and body) into
+    /// `expected` replies (Upstash base64 encoding).
+    #[cfg(feature = "rest")]
+    pub fn decode_rest_response(
+        route: RestRoute,
+        status: u16,
+        body: &[u8],
+        expected: usize,
+    ) -> crate::Result<Vec<crate::backend::Reply>> {
+        crate::backend::rest::decode_response(route, status, body, expected)
+    }
+}
+
 pub use backend::{AnyBackend, Backend};
 pub use config::{BackendConfig, IndexSpec, SessionConfig, Settings};
 pub use cookie::{

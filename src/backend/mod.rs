@@ -45,7 +45,7 @@ use crate::platform::{MaybeSend, MaybeSync};
 #[cfg(feature = "direct")]
 mod direct;
 #[cfg(feature = "rest")]
-mod rest;
+pub(crate) mod rest; // pub(crate) for `crate::fuzzing`
 
 #[cfg(feature = "direct")]
 pub use direct::DirectBackend;

@@ -89,10 +89,16 @@ impl fmt::Debug for RestBackend {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Route {
+/// The endpoint a request goes to, which decides the response's shape.
+/// Public only for the fuzz targets ([`crate::fuzzing::RestRoute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /`: one command, one `{"result"|"error": ...}` object.
     Single,
+    /// `POST /pipeline`: an array of such objects, one per command.
     Pipeline,
+    /// `POST /multi-exec`: the same array, or one error for the whole
+    /// transaction.
     MultiExec,
 }
 
@@ -215,7 +221,12 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 /// Turns an HTTP status and body into replies.
-fn decode_response(route: Route, status: u16, body: &[u8], expected: usize) -> Result<Vec<Reply>> {
+pub(crate) fn decode_response(
+    route: Route,
+    status: u16,
+    body: &[u8],
+    expected: usize,
+) -> Result<Vec<Reply>> {
     if status == 401 {
         return Err(Error::Unauthorized);
     }

@@ -35,10 +35,11 @@ impl std::error::Error for InstructionError {}
 /// The instructions of one origin response, parsed and validated.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Instructions {
-    set: Vec<(String, serde_json::Value)>,
-    incr: Vec<(String, i64)>,
-    login: Option<String>,
-    logout: Option<Logout>,
+    // pub(crate) for `crate::fuzzing::instruction_parts`.
+    pub(crate) set: Vec<(String, serde_json::Value)>,
+    pub(crate) incr: Vec<(String, i64)>,
+    pub(crate) login: Option<String>,
+    pub(crate) logout: Option<Logout>,
 }
 
 impl Instructions {
