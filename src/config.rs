@@ -16,7 +16,11 @@
 //! | `SESSION_ABSOLUTE_TTL` | `24h` | absolute lifetime, never extended |
 //! | `SESSION_TOUCH_INTERVAL` | `60s` | a read slides the expiry at most this often |
 //! | `SESSION_MAX_FIELDS` | `64` | user fields per session |
-//! | `SESSION_MAX_VALUE_BYTES` | `16384` | JSON text per field |
+//! | `SESSION_MAX_VALUE_BYTES` | `16384` | JSON text per field (as written, before compression) |
+//! | `SESSION_MAX_SESSION_BYTES` | `262144` | everything a session holds in Redis: field names plus stored (compressed) values; enforced atomically by the write scripts |
+//! | `SESSION_COMPRESS_BYTES` | `1024` | values whose JSON text is longer are stored deflated (0 = never) |
+//! | `SESSION_BIND_SUBNET` | `false` | bind a session to its client's /24 (IPv4) or /64 (IPv6) network |
+//! | `SESSION_BIND_USER_AGENT` | `false` | bind a session to its client's `User-Agent` |
 //! | `SESSION_REDIS_CLUSTER` | `false` | never run one script across cluster slots |
 //! | `SESSION_INDEXES` | none | fields to index, e.g. `tenant,cart[]` (`[]`: each element of a JSON array) |
 //! | `SESSION_STATS_DAYS` | `30` | days of daily statistics kept (logins, distinct users, sessions created) |
@@ -51,8 +55,21 @@ pub struct SessionConfig {
     pub touch_interval: Duration,
     /// Maximum number of user fields in one session.
     pub max_fields: usize,
-    /// Maximum JSON text of one field, in bytes.
+    /// Maximum JSON text of one field, in bytes, as written (before
+    /// compression).
     pub max_value_bytes: usize,
+    /// Maximum size of everything a session holds in Redis, in bytes: field
+    /// names plus stored values (after compression). Enforced inside the
+    /// write scripts; also bounds inflating a stored value.
+    pub max_session_bytes: usize,
+    /// Values whose JSON text is longer than this are stored compressed
+    /// (0 = never). See [`crate::session`].
+    pub compress_bytes: usize,
+    /// Bind sessions to the client's /24 (IPv4) or /64 (IPv6) network: a
+    /// session used from another network is anonymous for that request.
+    pub bind_subnet: bool,
+    /// Bind sessions to the client's `User-Agent`.
+    pub bind_user_agent: bool,
     /// Maximum length of a user id, in bytes.
     pub max_user_id_bytes: usize,
     /// Maximum number of sessions a device listing returns.
@@ -147,6 +164,10 @@ impl Default for SessionConfig {
             touch_interval: Duration::from_secs(60),
             max_fields: 64,
             max_value_bytes: 16 * 1024,
+            max_session_bytes: 256 * 1024,
+            compress_bytes: 1024,
+            bind_subnet: false,
+            bind_user_agent: false,
             max_user_id_bytes: 256,
             max_devices: 100,
             cluster: false,
@@ -185,6 +206,12 @@ impl SessionConfig {
             return Err(Error::config(
                 "SESSION_MAX_FIELDS",
                 "limits must be positive",
+            ));
+        }
+        if self.max_session_bytes == 0 {
+            return Err(Error::config(
+                "SESSION_MAX_SESSION_BYTES",
+                "must be positive",
             ));
         }
         Ok(())
@@ -306,6 +333,14 @@ impl Settings {
             touch_interval: duration(&get, "SESSION_TOUCH_INTERVAL", defaults.touch_interval)?,
             max_fields: number(&get, "SESSION_MAX_FIELDS", defaults.max_fields)?,
             max_value_bytes: number(&get, "SESSION_MAX_VALUE_BYTES", defaults.max_value_bytes)?,
+            max_session_bytes: number(
+                &get,
+                "SESSION_MAX_SESSION_BYTES",
+                defaults.max_session_bytes,
+            )?,
+            compress_bytes: number(&get, "SESSION_COMPRESS_BYTES", defaults.compress_bytes)?,
+            bind_subnet: flag(&get, "SESSION_BIND_SUBNET", defaults.bind_subnet)?,
+            bind_user_agent: flag(&get, "SESSION_BIND_USER_AGENT", defaults.bind_user_agent)?,
             max_user_id_bytes: defaults.max_user_id_bytes,
             max_devices: defaults.max_devices,
             cluster: flag(&get, "SESSION_REDIS_CLUSTER", defaults.cluster)?,
@@ -492,6 +527,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.session.cookie.name, "__Host-session");
         assert_eq!(s.session.idle_ttl, Duration::from_secs(1800));
+        assert_eq!(s.session.compress_bytes, 1024);
+        assert_eq!(s.session.max_session_bytes, 256 * 1024);
+        assert!(!s.session.bind_subnet && !s.session.bind_user_agent);
         assert!(matches!(s.backend, BackendConfig::Rest(_)));
         assert!(!format!("{s:?}").contains("tok\""));
     }

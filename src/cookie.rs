@@ -42,6 +42,10 @@ const USER_TAG_LEN: usize = 32;
 const MAX_KID_LEN: usize = 16;
 /// Longest cookie value this module will look at; anything longer is not ours.
 const MAX_VALUE_LEN: usize = MAX_KID_LEN + USER_TAG_LEN + SECRET_B64_LEN + SIG_B64_LEN + 3;
+/// Largest `Set-Cookie` value (name, value and attributes) the codec may
+/// produce: browsers keep cookies up to 4096 bytes (RFC 6265 section 6.1) and
+/// silently drop larger ones, which shows as a login loop.
+pub const MAX_SET_COOKIE_BYTES: usize = 4096;
 
 /// The secret part of a session: what the cookie carries and Redis never sees.
 ///
@@ -354,7 +358,40 @@ impl CookieConfig {
                 "the path must start with /",
             ));
         }
+        let longest = self.longest_set_cookie();
+        if longest > MAX_SET_COOKIE_BYTES {
+            // Name the attribute that takes the most room.
+            let name = [
+                (self.name.len(), "SESSION_COOKIE_NAME"),
+                (self.path.len(), "SESSION_COOKIE_PATH"),
+                (
+                    self.domain.as_ref().map_or(0, String::len),
+                    "SESSION_COOKIE_DOMAIN",
+                ),
+            ]
+            .into_iter()
+            .max_by_key(|(len, _)| *len)
+            .map_or("SESSION_COOKIE_NAME", |(_, name)| name);
+            return Err(Error::config(
+                name,
+                format!(
+                    "the session cookie could reach {longest} bytes with its attributes, over the {MAX_SET_COOKIE_BYTES}-byte limit of browsers (shorten the cookie name, path or domain)"
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The length of the longest `Set-Cookie` value these attributes can
+    /// give: the longest value the codec signs (a key id of 16 chars, a
+    /// user tag) with the longest `Max-Age`.
+    pub fn longest_set_cookie(&self) -> usize {
+        let value = "x".repeat(MAX_VALUE_LEN);
+        let mut cookie = CookieCodec::cookie_with(self, value);
+        if self.persistent {
+            cookie.set_max_age(cookie::time::Duration::seconds(i64::MAX));
+        }
+        cookie.to_string().len()
     }
 }
 
@@ -463,7 +500,10 @@ impl CookieCodec {
     }
 
     fn base_cookie(&self, value: String) -> Cookie<'static> {
-        let c = &self.config;
+        Self::cookie_with(&self.config, value)
+    }
+
+    fn cookie_with(c: &CookieConfig, value: String) -> Cookie<'static> {
         let mut cookie = Cookie::new(c.name.clone(), value);
         cookie.set_path(c.path.clone());
         cookie.set_secure(c.secure);
@@ -651,5 +691,39 @@ mod tests {
         let value = c.sign(&token);
         let secret_part = value.split('.').nth(2).unwrap();
         assert!(!format!("{token:?}").contains(secret_part));
+    }
+
+    #[test]
+    fn the_largest_set_cookie_fits_in_4096_bytes() {
+        // The longest key id and a user tag: the longest value signed.
+        let ring = KeyRing::parse(&format!("{}:{}", "k".repeat(16), &K1[3..])).unwrap();
+        let domain = format!("{}.example", "d".repeat(1700));
+        let config = CookieConfig {
+            name: "__Secure-session".into(),
+            path: format!("/{}", "p".repeat(2000)),
+            domain: Some(domain),
+            ..CookieConfig::default()
+        };
+        let longest = config.longest_set_cookie();
+        assert!(longest <= MAX_SET_COOKIE_BYTES, "{longest}");
+        let c = CookieCodec::new(config.clone(), ring).unwrap();
+        let set = c.set_cookie(&SessionToken::generate(Some(UserTag::of("u"))), u64::MAX);
+        assert!(set.len() <= longest, "{} > {longest}: {set}", set.len());
+        assert!(
+            set.len() > 3900,
+            "the test should come close: {}",
+            set.len()
+        );
+        // A little more and the configuration is refused at start-up.
+        let too_long = CookieConfig {
+            path: format!("/{}", "p".repeat(2400)),
+            ..config
+        };
+        let e = too_long.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("SESSION_COOKIE_PATH") && e.contains("4096"),
+            "{e}"
+        );
+        assert!(CookieConfig::default().longest_set_cookie() < 300);
     }
 }

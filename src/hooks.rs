@@ -61,17 +61,30 @@ pub enum SessionEvent {
         /// How many sessions ended.
         sessions: u64,
     },
+    /// A live session was presented from another network or user agent than
+    /// the one it is bound to (`SESSION_BIND_SUBNET`,
+    /// `SESSION_BIND_USER_AGENT`): the request was treated as anonymous. The
+    /// session itself is left intact for its rightful user.
+    BindingMismatch {
+        /// The session.
+        handle: SessionHandle,
+        /// Its user, if it is bound to one.
+        user: Option<String>,
+        /// What did not match: `"subnet"` or `"user_agent"`.
+        reason: &'static str,
+    },
 }
 
 impl SessionEvent {
     /// A short name: `created`, `regenerated`, `destroyed`,
-    /// `logged_out_everywhere`.
+    /// `logged_out_everywhere`, `binding_mismatch`.
     pub fn kind(&self) -> &'static str {
         match self {
             SessionEvent::Created { .. } => "created",
             SessionEvent::Regenerated { .. } => "regenerated",
             SessionEvent::Destroyed { .. } => "destroyed",
             SessionEvent::LoggedOutEverywhere { .. } => "logged_out_everywhere",
+            SessionEvent::BindingMismatch { .. } => "binding_mismatch",
         }
     }
 }

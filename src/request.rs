@@ -126,10 +126,12 @@ impl<B: Backend> SessionStore<B> {
     ) -> Result<RequestSession> {
         let verified = cookie_header.and_then(|h| self.cookies().from_header(h));
         let (token, needs_resign, session) = match verified {
-            Some(v) => {
-                let session = self.load(&v.token).await?;
-                (Some(v.token), v.needs_resign, session)
-            }
+            Some(v) => match self.check_binding(self.load(&v.token).await?, &client) {
+                // Bound elsewhere: an anonymous visitor, who can neither
+                // use nor end that session, and whose cookie is left alone.
+                (_, true) => (None, false, None),
+                (session, false) => (Some(v.token), v.needs_resign, session),
+            },
             None => (None, false, None),
         };
         Ok(RequestSession {

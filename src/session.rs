@@ -1,12 +1,43 @@
 //! The session model: a loaded session, the changes a request wants to make,
 //! and what a write returned.
+//!
+//! # Sizes and compression
+//!
+//! Every user field is one JSON text. A value whose JSON text is longer than
+//! [`SessionConfig::compress_bytes`](crate::SessionConfig::compress_bytes)
+//! (`SESSION_COMPRESS_BYTES`, default 1024; 0 turns it off) is stored
+//! deflated (`miniz_oxide`, pure Rust) in an envelope that JSON text can never
+//! be confused with: [`COMPRESSED_PREFIX`] (`~z:`; no JSON text starts with
+//! `~`) followed by the raw deflate stream in base64 (standard alphabet, no
+//! padding). Stored values stay UTF-8 text on both backends. A value is
+//! stored as is when deflating does not make it smaller (random data), when
+//! it is a plain integer, when its field is declared in `SESSION_INDEXES`
+//! (the Lua index upkeep decodes those) or when the same [`Changes`]
+//! increments it. Loading inflates transparently ([`Session::get`],
+//! [`Session::data`], the gateway's `x-session-data`); inflating is bounded
+//! (at most the larger of the per-field and per-session limits), and a value
+//! that does not inflate is reported like any undecodable field
+//! ([`Error::Decode`], or listed apart by [`Session::data`]), never a panic.
+//!
+//! Limits: `SESSION_MAX_VALUE_BYTES` applies to the JSON text you write (before
+//! compression: the limit is about your data) and is checked before any Redis
+//! call; `SESSION_MAX_SESSION_BYTES` applies to what the session holds in
+//! Redis (field names plus stored values, after compression) and is enforced
+//! atomically inside the write scripts: a write that would take the total
+//! past it writes nothing and fails with [`Error::TooLarge`] naming the
+//! limit (a write that shrinks an oversized session is let through).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
+use crate::config::IndexSpec;
 use crate::cookie::SessionHandle;
 use crate::error::{Error, Result};
 
@@ -45,6 +76,84 @@ pub(crate) mod meta {
     pub(crate) const VERSION: &str = "_ver";
     pub(crate) const USER: &str = "_user";
     pub(crate) const USER_AGENT: &str = "_ua";
+    pub(crate) const BIND_NET: &str = "_bnet";
+    pub(crate) const BIND_UA: &str = "_bua";
+}
+
+/// The marker that starts a compressed stored value (see the module docs).
+pub const COMPRESSED_PREFIX: &str = "~z:";
+
+/// How values are stored: which are compressed, and the inflate bound.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Storage<'a> {
+    /// Compress JSON texts longer than this (0 = never).
+    pub(crate) compress_above: usize,
+    /// Declared indexes: their fields are never compressed.
+    pub(crate) indexes: &'a [IndexSpec],
+}
+
+impl Storage<'_> {
+    /// The stored form of `text` for `field`: `Some(envelope)` when it is
+    /// compressed, `None` when it is stored as is.
+    fn compress(&self, field: &str, text: &str, incremented: bool) -> Option<String> {
+        if self.compress_above == 0
+            || text.len() <= self.compress_above
+            || incremented
+            || self.indexes.iter().any(|ix| ix.field == field)
+        {
+            return None;
+        }
+        compress_value(text)
+    }
+}
+
+/// Deflates `text` into the stored envelope, or `None` when that would not
+/// make it smaller, or when `text` is not something to compress (already an
+/// envelope, or a plain integer that increments may still target).
+pub(crate) fn compress_value(text: &str) -> Option<String> {
+    let integer = {
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    if integer || text.starts_with('~') {
+        return None;
+    }
+    let deflated = miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 6);
+    let mut envelope = String::with_capacity(COMPRESSED_PREFIX.len() + deflated.len() * 4 / 3 + 4);
+    envelope.push_str(COMPRESSED_PREFIX);
+    STANDARD_NO_PAD.encode_string(&deflated, &mut envelope);
+    (envelope.len() < text.len()).then_some(envelope)
+}
+
+/// Inflates a stored value: `None` when it is not an envelope (plain JSON
+/// text), `Some(Err(reason))` when it is one that does not inflate to UTF-8
+/// text of at most `limit` bytes.
+pub(crate) fn inflate_value(
+    stored: &str,
+    limit: usize,
+) -> Option<std::result::Result<String, String>> {
+    let encoded = stored.strip_prefix(COMPRESSED_PREFIX)?;
+    Some((|| {
+        let deflated = STANDARD_NO_PAD
+            .decode(encoded.trim_end_matches('='))
+            .map_err(|e| format!("compressed value is not valid base64: {e}"))?;
+        let bytes =
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&deflated, limit).map_err(|e| {
+                match e.status {
+                    miniz_oxide::inflate::TINFLStatus::HasMoreOutput => {
+                        format!("compressed value inflates past the limit of {limit} bytes")
+                    }
+                    _ => format!("compressed value does not inflate: {e}"),
+                }
+            })?;
+        String::from_utf8(bytes).map_err(|_| "compressed value is not UTF-8 text".to_owned())
+    })())
+}
+
+/// A `serde_json::Error` carrying `reason`, for [`Error::Decode`] of values
+/// that fail before JSON parsing (a compressed value that does not inflate).
+fn decode_error(reason: &str) -> serde_json::Error {
+    <serde_json::Error as serde::de::Error>::custom(reason)
 }
 
 /// A live session as loaded from Redis.
@@ -60,6 +169,18 @@ pub struct Session {
     pub(crate) version: u64,
     pub(crate) user_agent: Option<String>,
     pub(crate) fields: BTreeMap<String, String>,
+    /// Fields whose stored value could not be inflated, with the reason
+    /// (their raw stored text stays in `fields`).
+    pub(crate) undecodable: BTreeMap<String, String>,
+    /// The binding recorded at creation or login (hashes), if any.
+    pub(crate) binding: Binding,
+}
+
+/// The subnet and user-agent hashes a session was bound to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub(crate) net: Option<String>,
+    pub(crate) user_agent: Option<String>,
 }
 
 impl Session {
@@ -108,7 +229,8 @@ impl Session {
         self.user_agent.as_deref()
     }
 
-    /// The user fields as raw JSON text.
+    /// The user fields as JSON text (compressed values inflated; a value that
+    /// did not inflate appears as stored).
     pub fn raw_fields(&self) -> &BTreeMap<String, String> {
         &self.fields
     }
@@ -119,8 +241,15 @@ impl Session {
     }
 
     /// Decodes one field. `Ok(None)` when absent, [`Error::Decode`] when the
-    /// stored text is not JSON of type `T`.
+    /// stored text is not JSON of type `T` (or a compressed value that does
+    /// not inflate).
     pub fn get<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
+        if let Some(reason) = self.undecodable.get(field) {
+            return Err(Error::Decode {
+                field: field.to_owned(),
+                source: decode_error(reason),
+            });
+        }
         self.fields
             .get(field)
             .map(|text| {
@@ -139,6 +268,10 @@ impl Session {
         let mut data = serde_json::Map::new();
         let mut invalid = Vec::new();
         for (name, text) in &self.fields {
+            if self.undecodable.contains_key(name) {
+                invalid.push(name.clone());
+                continue;
+            }
             match serde_json::from_str(text) {
                 Ok(value) => {
                     data.insert(name.clone(), value);
@@ -242,7 +375,8 @@ impl Changes {
         self.ops.iter().any(|op| matches!(op, Op::Incr(..)))
     }
 
-    /// Checks value sizes against `max_value_bytes`.
+    /// Checks value sizes against `max_value_bytes` (the JSON text as given,
+    /// before compression).
     pub(crate) fn check_sizes(&self, max_value_bytes: usize) -> Result<()> {
         for op in &self.ops {
             if let Op::Set(_, text) = op
@@ -258,10 +392,25 @@ impl Changes {
         Ok(())
     }
 
-    /// The ops as script arguments: op, field, value triples.
-    pub(crate) fn script_args(&self) -> impl Iterator<Item = String> + '_ {
-        self.ops.iter().flat_map(|op| match op {
-            Op::Set(f, v) => ["S".to_owned(), f.clone(), v.clone()],
+    /// The ops as script arguments: op, field, value triples, with values
+    /// in their stored form (compressed where `storage` says so).
+    pub(crate) fn script_args<'a>(
+        &'a self,
+        storage: &'a Storage<'_>,
+    ) -> impl Iterator<Item = String> + 'a {
+        self.ops.iter().flat_map(move |op| match op {
+            Op::Set(f, v) => {
+                let incremented = self
+                    .ops
+                    .iter()
+                    .any(|o| matches!(o, Op::Incr(g, _) if g == f));
+                let stored = storage.compress(f, v, incremented);
+                [
+                    "S".to_owned(),
+                    f.clone(),
+                    stored.unwrap_or_else(|| v.clone()),
+                ]
+            }
             Op::Delete(f) => ["D".to_owned(), f.clone(), String::new()],
             Op::Incr(f, n) => ["I".to_owned(), f.clone(), n.to_string()],
         })
@@ -303,11 +452,17 @@ pub struct Applied {
     pub increments: Vec<i64>,
 }
 
-/// Who is making the request, recorded when a session is created.
+/// Who is making the request: recorded when a session is created, and
+/// compared with the session's binding on load when `SESSION_BIND_SUBNET` or
+/// `SESSION_BIND_USER_AGENT` is on.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
     /// The `User-Agent` header.
     pub user_agent: Option<String>,
+    /// The client's IP address, as the adapter established it (never from a
+    /// header a client can set, unless a trusted proxy sets it: see
+    /// [`crate::gateway::client_ip`]).
+    pub ip: Option<IpAddr>,
 }
 
 impl ClientInfo {
@@ -315,8 +470,48 @@ impl ClientInfo {
     pub fn with_user_agent(user_agent: Option<&str>) -> Self {
         Self {
             user_agent: user_agent.map(|ua| truncate(ua, 256).to_owned()),
+            ip: None,
         }
     }
+
+    /// The same, with the client's IP address.
+    #[must_use]
+    pub fn with_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// The binding hash of the client's network (/24 for IPv4, /64 for IPv6;
+    /// an IPv4-mapped IPv6 address counts as IPv4) for the session `handle`.
+    /// Salted with the handle, so equal networks give unrelated hashes in
+    /// different sessions.
+    pub(crate) fn subnet_hash(&self, handle: &SessionHandle) -> Option<String> {
+        let network = match self.ip?.to_canonical() {
+            IpAddr::V4(v4) => {
+                let [a, b, c, _] = v4.octets();
+                format!("v4:{a}.{b}.{c}.0/24")
+            }
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("v6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        };
+        Some(binding_hash("net", handle, &network))
+    }
+
+    /// The binding hash of the user agent for the session `handle` (an
+    /// absent user agent hashes as the empty one).
+    pub(crate) fn user_agent_hash(&self, handle: &SessionHandle) -> String {
+        binding_hash("ua", handle, self.user_agent.as_deref().unwrap_or(""))
+    }
+}
+
+fn binding_hash(kind: &str, handle: &SessionHandle, value: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in ["edge-session:bind:", kind, ":", handle.as_str(), ":", value] {
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -377,8 +572,12 @@ mod tests {
         c.set("a", &vec![1, 2]).unwrap();
         c.set_json("b", &serde_json::Value::Null).unwrap();
         c.incr("n", -3).unwrap();
+        let storage = Storage {
+            compress_above: 0,
+            indexes: &[],
+        };
         assert_eq!(
-            c.script_args().collect::<Vec<_>>(),
+            c.script_args(&storage).collect::<Vec<_>>(),
             ["S", "a", "[1,2]", "D", "b", "", "I", "n", "-3"]
         );
         assert!(c.has_increments());
@@ -409,6 +608,8 @@ mod tests {
             version: 1,
             user_agent: None,
             fields,
+            undecodable: BTreeMap::new(),
+            binding: Binding::default(),
         };
         let (data, invalid) = s.data();
         assert_eq!(data.get("good"), Some(&serde_json::json!([1])));
@@ -416,5 +617,115 @@ mod tests {
         assert!(matches!(s.get::<u32>("bad"), Err(Error::Decode { .. })));
         assert_eq!(s.get::<Vec<u32>>("good").unwrap(), Some(vec![1]));
         assert_eq!(s.get::<u32>("missing").unwrap(), None);
+    }
+
+    #[test]
+    fn large_json_is_compressed_and_inflates_back() {
+        let text = serde_json::to_string(&vec!["the same words again"; 200]).unwrap();
+        let stored = compress_value(&text).unwrap();
+        assert!(stored.starts_with(COMPRESSED_PREFIX));
+        assert!(
+            stored.len() * 5 < text.len(),
+            "{} vs {}",
+            stored.len(),
+            text.len()
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&stored).is_err());
+        assert_eq!(inflate_value(&stored, text.len()), Some(Ok(text.clone())));
+        // Plain JSON text is not an envelope.
+        assert_eq!(inflate_value(&text, 10), None);
+        // Bounded: one byte short of the inflated size is refused.
+        let e = inflate_value(&stored, text.len() - 1).unwrap().unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn what_is_never_compressed() {
+        // Incompressible: random bytes as a JSON string of hex stay as they are
+        // only when deflate cannot win; base64 of random bytes cannot.
+        let mut random = [0u8; 3000];
+        crate::platform::fill_random(&mut random);
+        let text = serde_json::to_string(&STANDARD_NO_PAD.encode(random)).unwrap();
+        assert_eq!(compress_value(&text), None);
+        assert_eq!(
+            compress_value(&"1".repeat(2000)),
+            None,
+            "integers stay plain"
+        );
+        assert_eq!(compress_value(&format!("~z:{}", "A".repeat(2000))), None);
+        let big = serde_json::to_string(&vec![7; 1000]).unwrap();
+        let cart = [IndexSpec::parse("cart[]").unwrap()];
+        let storage = Storage {
+            compress_above: 1024,
+            indexes: &cart,
+        };
+        let mut c = Changes::new();
+        c.set("cart", &vec![7; 1000]).unwrap();
+        c.set("other", &vec![7; 1000]).unwrap();
+        c.set("small", &vec![7; 10]).unwrap();
+        let args: Vec<String> = c.script_args(&storage).collect();
+        assert_eq!(args[2], big, "indexed fields stay plain");
+        assert!(args[5].starts_with(COMPRESSED_PREFIX));
+        assert_eq!(args[8], "[7,7,7,7,7,7,7,7,7,7]");
+        let off = Storage {
+            compress_above: 0,
+            indexes: &[],
+        };
+        assert_eq!(c.script_args(&off).nth(5).unwrap(), big);
+    }
+
+    #[test]
+    fn corrupted_envelopes_are_reasons_not_panics() {
+        for bad in ["~z:", "~z:!!!!", "~z:AAAA", "~z:eJzLSM3JyQcABiwCFQ"] {
+            let got = inflate_value(bad, 1 << 20).unwrap();
+            assert!(got.is_err(), "{bad}: {got:?}");
+        }
+        let mut fields = BTreeMap::new();
+        fields.insert("blob".to_owned(), "~z:AAAA".to_owned());
+        let mut undecodable = BTreeMap::new();
+        undecodable.insert("blob".to_owned(), "does not inflate".to_owned());
+        let s = Session {
+            handle: SessionHandle::parse(&"b".repeat(64)).unwrap(),
+            user: None,
+            created: Timestamp(1),
+            last_seen: Timestamp(1),
+            expires: Timestamp(2),
+            absolute_expiry: Timestamp(3),
+            loaded_at: Timestamp(1),
+            version: 1,
+            user_agent: None,
+            fields,
+            undecodable,
+            binding: Binding::default(),
+        };
+        let e = s.get::<serde_json::Value>("blob").unwrap_err();
+        assert!(matches!(e, Error::Decode { .. }));
+        assert!(
+            std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("does not inflate"))
+        );
+        assert_eq!(s.data().1, ["blob"]);
+    }
+
+    #[test]
+    fn subnet_hashes_cover_a_24_or_a_64() {
+        let h = SessionHandle::parse(&"c".repeat(64)).unwrap();
+        let other = SessionHandle::parse(&"d".repeat(64)).unwrap();
+        let at = |ip: &str| ClientInfo::default().with_ip(ip.parse().ok());
+        let a = at("203.0.113.7").subnet_hash(&h).unwrap();
+        assert_eq!(at("203.0.113.250").subnet_hash(&h).unwrap(), a);
+        assert_eq!(at("::ffff:203.0.113.9").subnet_hash(&h).unwrap(), a);
+        assert_ne!(at("203.0.114.7").subnet_hash(&h).unwrap(), a);
+        assert_ne!(at("203.0.113.7").subnet_hash(&other).unwrap(), a);
+        let b = at("2001:db8:1:2::1").subnet_hash(&h).unwrap();
+        assert_eq!(at("2001:db8:1:2:ffff::9").subnet_hash(&h).unwrap(), b);
+        assert_ne!(at("2001:db8:1:3::1").subnet_hash(&h).unwrap(), b);
+        assert!(!a.contains("203") && a.len() == 64);
+        assert_eq!(ClientInfo::default().subnet_hash(&h), None);
+        let ua = ClientInfo::with_user_agent(Some("Phone/1"));
+        assert_ne!(
+            ua.user_agent_hash(&h),
+            ClientInfo::default().user_agent_hash(&h)
+        );
     }
 }

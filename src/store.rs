@@ -32,7 +32,9 @@ use crate::error::{Error, Result};
 use crate::hooks::{Hooks, SessionEvent};
 use crate::keys::KeyLayout;
 use crate::script::{self, Keys};
-use crate::session::{Applied, Changes, ClientInfo, DeviceSession, Session, Timestamp, meta};
+use crate::session::{
+    Applied, Changes, ClientInfo, DeviceSession, Session, Storage, Timestamp, inflate_value, meta,
+};
 
 /// The session store: configuration plus a backend. Cheap to clone when the
 /// backend is; build it once per process (or Worker isolate) and share it.
@@ -286,6 +288,21 @@ impl<B: Backend> SessionStore<B> {
         changes.check_sizes(self.inner.config.max_value_bytes)
     }
 
+    /// How values are stored (compression).
+    fn storage(&self) -> Storage<'_> {
+        let config = &self.inner.config;
+        Storage {
+            compress_above: config.compress_bytes,
+            indexes: &config.indexes,
+        }
+    }
+
+    /// The most a stored value may inflate to.
+    fn inflate_limit(&self) -> usize {
+        let config = &self.inner.config;
+        config.max_session_bytes.max(config.max_value_bytes)
+    }
+
     fn retry_for(changes: &Changes) -> Retry {
         if changes.has_increments() {
             Retry::Once
@@ -310,7 +327,69 @@ impl<B: Backend> SessionStore<B> {
             ],
         );
         let reply = self.run_global_one(call, Retry::Idempotent).await?;
-        parse_session(reply, handle)
+        parse_session(reply, handle, self.inflate_limit())
+    }
+
+    /// [`Self::load`] for a request from `client`: a session bound to another
+    /// network or user agent (`SESSION_BIND_SUBNET`, `SESSION_BIND_USER_AGENT`)
+    /// is not returned, a [`SessionEvent::BindingMismatch`] goes to the hooks
+    /// and the second value is true. The session itself is left as it is (the
+    /// load still counts as a use for its idle expiry).
+    pub async fn load_for(
+        &self,
+        token: &SessionToken,
+        client: &ClientInfo,
+    ) -> Result<(Option<Session>, bool)> {
+        let session = self.load(token).await?;
+        Ok(self.check_binding(session, client))
+    }
+
+    /// The binding check of [`Self::load_for`] on an already loaded session.
+    pub(crate) fn check_binding(
+        &self,
+        session: Option<Session>,
+        client: &ClientInfo,
+    ) -> (Option<Session>, bool) {
+        let Some(session) = session else {
+            return (None, false);
+        };
+        match self.binding_mismatch(&session, client) {
+            None => (Some(session), false),
+            Some(reason) => {
+                log::warn!(
+                    "edge-session: session {} used from another {reason} than it is bound to: treated as anonymous",
+                    session.handle
+                );
+                self.emit(SessionEvent::BindingMismatch {
+                    handle: session.handle,
+                    user: session.user,
+                    reason,
+                });
+                (None, true)
+            }
+        }
+    }
+
+    /// What of the session's binding `client` does not match, if anything.
+    /// Sessions stored without a binding (created while binding was off)
+    /// match anything; a bound session presented without a known client IP
+    /// does not match.
+    fn binding_mismatch(&self, session: &Session, client: &ClientInfo) -> Option<&'static str> {
+        let config = &self.inner.config;
+        let binding = &session.binding;
+        if config.bind_subnet
+            && let Some(net) = &binding.net
+            && client.subnet_hash(&session.handle).as_deref() != Some(net.as_str())
+        {
+            return Some("subnet");
+        }
+        if config.bind_user_agent
+            && let Some(ua) = &binding.user_agent
+            && client.user_agent_hash(&session.handle) != *ua
+        {
+            return Some("user_agent");
+        }
+        None
     }
 
     /// Creates a session holding `changes`, bound to `user` if given, and
@@ -333,7 +412,7 @@ impl<B: Backend> SessionStore<B> {
         );
         // Safe to retry: a replay of the same create answers without writing.
         let reply = self.run_global_one(call, Retry::Idempotent).await?;
-        let applied = parse_write(reply, changes, self.inner.config.max_fields)?;
+        let applied = parse_write(reply, changes, &self.inner.config)?;
         self.emit(SessionEvent::Created {
             handle: token.handle(),
             user: user.map(str::to_owned),
@@ -350,18 +429,31 @@ impl<B: Backend> SessionStore<B> {
         changes: &Changes,
     ) -> Vec<String> {
         let config = &self.inner.config;
+        let handle = token.handle();
+        let bind_net = if config.bind_subnet {
+            client.subnet_hash(&handle)
+        } else {
+            None
+        };
+        let bind_ua = config
+            .bind_user_agent
+            .then(|| client.user_agent_hash(&handle));
         let mut args = vec![
             Self::ms(config.idle_ttl),
             Self::ms(config.absolute_ttl),
-            token.handle().as_str().to_owned(),
+            handle.as_str().to_owned(),
             user.unwrap_or("").to_owned(),
             client.user_agent.clone().unwrap_or_default(),
             config.max_fields.to_string(),
+            config.max_session_bytes.to_string(),
+            bind_net.unwrap_or_default(),
+            bind_ua.unwrap_or_default(),
         ];
         if let Some(old) = old_handle {
             args.push(old.as_str().to_owned());
         }
-        args.extend(changes.script_args());
+        let storage = self.storage();
+        args.extend(changes.script_args(&storage));
         args
     }
 
@@ -371,7 +463,9 @@ impl<B: Backend> SessionStore<B> {
     /// Fails with [`Error::SessionGone`] when the session no longer exists
     /// (nothing is written), [`Error::Conflict`] when
     /// [`Changes::expect_version`] does not match, [`Error::NotAnInteger`],
-    /// [`Error::TooManyFields`] or [`Error::TooLarge`] when a limit is hit.
+    /// [`Error::TooManyFields`] or [`Error::TooLarge`] when a limit is hit
+    /// (`SESSION_MAX_VALUE_BYTES` before any Redis call,
+    /// `SESSION_MAX_SESSION_BYTES` atomically in the script).
     pub async fn apply(&self, token: &SessionToken, changes: &Changes) -> Result<Applied> {
         self.check_changes(changes)?;
         let config = &self.inner.config;
@@ -383,11 +477,13 @@ impl<B: Backend> SessionStore<B> {
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
             config.max_fields.to_string(),
+            config.max_session_bytes.to_string(),
         ];
-        args.extend(changes.script_args());
+        let storage = self.storage();
+        args.extend(changes.script_args(&storage));
         let call = self.call(&script::APPLY, self.keys_of(token), args);
         let reply = self.run_global_one(call, Self::retry_for(changes)).await?;
-        parse_write(reply, changes, config.max_fields)
+        parse_write(reply, changes, config)
     }
 
     /// Signs `user` in: a new session under a new token, bound to `user`,
@@ -411,7 +507,7 @@ impl<B: Backend> SessionStore<B> {
         let layout = &self.inner.layout;
         let same_slot = KeyLayout::hash_tag(&layout.session(&token))
             == KeyLayout::hash_tag(&layout.session(current));
-        let max_fields = self.inner.config.max_fields;
+        let config = &self.inner.config;
         // Safe to retry: a replay of the same login answers without writing.
         let retry = Retry::Idempotent;
 
@@ -425,7 +521,7 @@ impl<B: Backend> SessionStore<B> {
                 self.create_args(&token, Some(user), client, Some(&current.handle()), changes);
             let call = self.call(&script::LOGIN, keys, args);
             let reply = self.run_global_one(call, retry).await?;
-            parse_write(reply, changes, max_fields)?
+            parse_write(reply, changes, config)?
         } else {
             // Redis Cluster, different slots: take the old session (atomically
             // read and delete it), then create the new one with its data.
@@ -465,7 +561,7 @@ impl<B: Backend> SessionStore<B> {
                 .into_iter()
                 .next()
                 .ok_or(Error::protocol("missing script reply"))?;
-            parse_write(reply, &carried, max_fields)?
+            parse_write(reply, &carried, config)?
         };
         self.emit(SessionEvent::Regenerated {
             old: current.handle(),
@@ -607,7 +703,7 @@ fn stamp(value: &Value, what: &'static str) -> Result<Timestamp> {
 }
 
 /// Parses the `{status, ...}` reply of a write script.
-fn parse_write(reply: Value, changes: &Changes, max_fields: usize) -> Result<Applied> {
+fn parse_write(reply: Value, changes: &Changes, config: &SessionConfig) -> Result<Applied> {
     let items = reply
         .into_array()
         .ok_or(Error::protocol("write: expected an array"))?;
@@ -642,15 +738,25 @@ fn parse_write(reply: Value, changes: &Changes, max_fields: usize) -> Result<App
             field: item(1)?.as_str().unwrap_or_default().to_owned(),
         }),
         4 => Err(Error::TooManyFields {
-            limit: max_fields,
+            limit: config.max_fields,
             actual: usize::try_from(int(item(1)?, "write: field count")?).unwrap_or_default(),
+        }),
+        5 => Err(Error::TooLarge {
+            what: "session data",
+            limit: config.max_session_bytes,
+            actual: usize::try_from(int(item(1)?, "write: session size")?).unwrap_or_default(),
         }),
         _ => Err(Error::protocol("write: unknown status")),
     }
 }
 
-/// Parses the `{now, expiry, {field, value, ...}}` reply of the load script.
-fn parse_session(reply: Value, handle: SessionHandle) -> Result<Option<Session>> {
+/// Parses the `{now, expiry, {field, value, ...}}` reply of the load script,
+/// inflating compressed values to at most `inflate_limit` bytes.
+fn parse_session(
+    reply: Value,
+    handle: SessionHandle,
+    inflate_limit: usize,
+) -> Result<Option<Session>> {
     let items = match reply {
         Value::Nil => return Ok(None),
         other => other
@@ -673,6 +779,8 @@ fn parse_session(reply: Value, handle: SessionHandle) -> Result<Option<Session>>
         version: 0,
         user_agent: None,
         fields: Default::default(),
+        undecodable: Default::default(),
+        binding: Default::default(),
     };
     let mut iter = flat.into_iter();
     while let (Some(name), Some(value)) = (iter.next(), iter.next()) {
@@ -687,6 +795,8 @@ fn parse_session(reply: Value, handle: SessionHandle) -> Result<Option<Session>>
             meta::VERSION => session.version = number()?.as_millis(),
             meta::USER => session.user = value.into_string(),
             meta::USER_AGENT => session.user_agent = value.into_string(),
+            meta::BIND_NET => session.binding.net = value.into_string(),
+            meta::BIND_UA => session.binding.user_agent = value.into_string(),
             _ if name.starts_with('_') => {}
             _ => {
                 // Non-UTF-8 bytes can only come from outside edge-session;
@@ -694,6 +804,14 @@ fn parse_session(reply: Value, handle: SessionHandle) -> Result<Option<Session>>
                 let text = match value {
                     Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
                     other => other.into_string().unwrap_or_default(),
+                };
+                let text = match inflate_value(&text, inflate_limit) {
+                    None => text,
+                    Some(Ok(inflated)) => inflated,
+                    Some(Err(reason)) => {
+                        session.undecodable.insert(name.clone(), reason);
+                        text
+                    }
                 };
                 session.fields.insert(name, text);
             }

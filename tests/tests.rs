@@ -6,6 +6,7 @@ mod support;
 mod conformance;
 mod gateway;
 mod indexes;
+mod limits;
 mod outage;
 mod lock;
 mod rest;

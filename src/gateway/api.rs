@@ -37,9 +37,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::{
-    ErrorCode, Gateway, Upstream, append_set_cookie, client_info, error_response, json_response,
-};
+use super::{ErrorCode, Gateway, Upstream, append_set_cookie, error_response, json_response};
 use crate::backend::Backend;
 use crate::cookie::SessionHandle;
 use crate::request::{Logout, RequestSession};
@@ -138,7 +136,10 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
         let cookie = super::cookie_header(headers);
         let session = match self
             .store()
-            .begin(cookie.as_deref(), client_info(headers))
+            .begin(
+                cookie.as_deref(),
+                self.client_of(headers, request.extensions()),
+            )
             .await
         {
             Ok(s) => s,

@@ -44,6 +44,7 @@ pub mod instructions;
 
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +122,48 @@ impl OutagePolicy {
 /// Largest `x-session-data` value sent to the origin.
 pub const MAX_DATA_HEADER_BYTES: usize = 16 * 1024;
 
+/// Largest total of a request's header names and values: past it the
+/// gateway answers `431 headers_too_large` before any other work.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Largest value of one `x-session-*` instruction header from the origin:
+/// past it the response is `502 bad_session_instruction`, nothing applied.
+pub const MAX_INSTRUCTION_BYTES: usize = 64 * 1024;
+/// Largest request body of the browser and admin APIs (their routes take no
+/// body): past it, `413 body_too_large`.
+pub const MAX_API_BODY_BYTES: usize = 1024;
+/// Default of [`GatewayConfig::max_body_bytes`]: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// The client's IP address as the packaging established it, put in the
+/// request's extensions before [`Gateway::handle`]: the Worker takes it from
+/// `CF-Connecting-IP` (set by Cloudflare), the Lambda from the API Gateway
+/// request context's source IP. Used for subnet binding
+/// (`SESSION_BIND_SUBNET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The client's IP address: from `trusted_header` when one is configured
+/// (`SESSION_CLIENT_IP_HEADER`, a header set by a trusted proxy in front of
+/// the gateway, such as `x-forwarded-for`; its last comma-separated entry, the
+/// one that proxy added), else the packaging's [`ClientAddr`]. A header any
+/// client can send is never read unless configured.
+pub fn client_ip(
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+    trusted_header: Option<&HeaderName>,
+) -> Option<IpAddr> {
+    if let Some(name) = trusted_header {
+        return headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok());
+    }
+    extensions.get::<ClientAddr>().map(|addr| addr.0)
+}
+
 /// The origin behind the gateway.
 pub trait Upstream: MaybeSend + MaybeSync {
     /// Sends `request` (its URI is the full origin URL) and returns the
@@ -158,6 +201,14 @@ pub struct GatewayConfig {
     /// the write after it, and an API call are each given up after this long
     /// and treated as an unavailable store.
     pub store_deadline: Duration,
+    /// Largest request body the gateway forwards, and largest origin response
+    /// body it passes back (`SESSION_MAX_BODY_BYTES`, default 10 MiB): past
+    /// it, `413 body_too_large` or `502 origin_response_too_large`.
+    pub max_body_bytes: usize,
+    /// A header set by a trusted proxy in front of the gateway that carries
+    /// the client IP (`SESSION_CLIENT_IP_HEADER`, unset by default); see
+    /// [`client_ip`].
+    pub client_ip_header: Option<HeaderName>,
     admin_token: Option<String>,
 }
 
@@ -172,6 +223,8 @@ impl fmt::Debug for GatewayConfig {
             .field("log_events", &self.log_events)
             .field("outage", &self.outage)
             .field("store_deadline", &self.store_deadline)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("client_ip_header", &self.client_ip_header)
             .field("admin_api", &self.admin_token.is_some())
             .finish()
     }
@@ -196,6 +249,8 @@ impl GatewayConfig {
             log_events: false,
             outage: OutagePolicy::FailClosed,
             store_deadline: DEFAULT_STORE_DEADLINE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            client_ip_header: None,
             admin_token: None,
         })
     }
@@ -281,10 +336,26 @@ impl GatewayConfig {
             }
             config.store_deadline = Duration::from_millis(ms);
         }
+        config.read_limits(&get)?;
         if let Some(token) = get("ADMIN_TOKEN") {
             config = config.with_admin_token(token)?;
         }
         Ok(config)
+    }
+
+    /// Reads `SESSION_MAX_BODY_BYTES` and `SESSION_CLIENT_IP_HEADER`.
+    fn read_limits(&mut self, get: &impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(bytes) = get("SESSION_MAX_BODY_BYTES") {
+            self.max_body_bytes = bytes.trim().parse().map_err(|_| {
+                Error::config("SESSION_MAX_BODY_BYTES", "must be a whole number of bytes")
+            })?;
+        }
+        if let Some(name) = get("SESSION_CLIENT_IP_HEADER") {
+            let name = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+                .map_err(|_| Error::config("SESSION_CLIENT_IP_HEADER", "not a header name"))?;
+            self.client_ip_header = Some(name);
+        }
+        Ok(())
     }
 
     fn skips(&self, path: &str) -> bool {
@@ -320,6 +391,12 @@ pub enum ErrorCode {
     AdminDisabled,
     /// 405: the route exists with other methods.
     MethodNotAllowed,
+    /// 413: the request body is over the limit.
+    BodyTooLarge,
+    /// 431: the request headers are over the limit.
+    HeadersTooLarge,
+    /// 502: the origin's response body is over the limit.
+    OriginResponseTooLarge,
     /// 502: the origin could not be reached.
     OriginUnavailable,
     /// 502: the origin sent a malformed or refused `x-session-*` instruction;
@@ -340,9 +417,11 @@ impl ErrorCode {
             ErrorCode::CrossOrigin => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::AdminDisabled => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::OriginUnavailable | ErrorCode::BadSessionInstruction => {
-                StatusCode::BAD_GATEWAY
-            }
+            ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::OriginUnavailable
+            | ErrorCode::BadSessionInstruction
+            | ErrorCode::OriginResponseTooLarge => StatusCode::BAD_GATEWAY,
             ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -358,6 +437,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::AdminDisabled => "admin_disabled",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::OriginResponseTooLarge => "origin_response_too_large",
             ErrorCode::OriginUnavailable => "origin_unavailable",
             ErrorCode::BadSessionInstruction => "bad_session_instruction",
             ErrorCode::StoreUnavailable => "store_unavailable",
@@ -408,6 +490,9 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
 
     /// Handles one request. Never fails: errors become JSON error responses.
     pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        if let Some(refusal) = self.oversized_request(&request) {
+            return refusal;
+        }
         let path = request.uri().path().to_owned();
         if under(&path, &self.config.api_prefix) {
             let rest = path[self.config.api_prefix.len()..].to_owned();
@@ -435,7 +520,7 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
     async fn proxy(&self, request: Request<Bytes>) -> Response<Bytes> {
         let (mut parts, body) = request.into_parts();
         strip_session_headers(&mut parts.headers);
-        let client = client_info(&parts.headers);
+        let client = self.client_of(&parts.headers, &parts.extensions);
         let cookie = cookie_header(&parts.headers);
         let begun = self.within_deadline(self.store.begin(cookie.as_deref(), client));
         let mut session = match begun.await {
@@ -456,6 +541,9 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
         };
         let (mut parts, body) = response.into_parts();
         let sent = instruction_names(&parts.headers);
+        if let Some(refusal) = oversized_instruction(&parts.headers) {
+            return refusal;
+        }
         let instructions = match Instructions::take(&mut parts.headers) {
             Ok(i) => i,
             Err(e) => {
@@ -556,16 +644,75 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
                 .insert(HeaderName::from_static("x-forwarded-proto"), scheme);
         }
         remove_hop_by_hop(&mut parts.headers);
-        self.upstream
+        let response = self
+            .upstream
             .forward(Request::from_parts(parts, body))
             .await
-            .map_err(|e| {
-                log::error!("edge-session: origin unavailable: {e}");
-                error_response(
-                    ErrorCode::OriginUnavailable,
-                    "the origin could not be reached",
-                )
-            })
+            .map_err(|e| match e {
+                Error::TooLarge { .. } => self.origin_too_large(&e),
+                e => {
+                    log::error!("edge-session: origin unavailable: {e}");
+                    error_response(
+                        ErrorCode::OriginUnavailable,
+                        "the origin could not be reached",
+                    )
+                }
+            })?;
+        let actual = response.body().len();
+        if actual > self.config.max_body_bytes {
+            return Err(self.origin_too_large(&Error::TooLarge {
+                what: "origin response body",
+                limit: self.config.max_body_bytes,
+                actual,
+            }));
+        }
+        Ok(response)
+    }
+
+    fn origin_too_large(&self, error: &Error) -> Response<Bytes> {
+        log::error!("edge-session: origin response refused: {error}");
+        error_response(ErrorCode::OriginResponseTooLarge, &error.to_string())
+    }
+
+    /// The client info of a request: its user agent, and its IP address (see
+    /// [`client_ip`]).
+    pub(crate) fn client_of(
+        &self,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> ClientInfo {
+        let ip = client_ip(headers, extensions, self.config.client_ip_header.as_ref());
+        client_info(headers).with_ip(ip)
+    }
+
+    /// `431 headers_too_large` or `413 body_too_large` for a request over the
+    /// limits, before any other work.
+    fn oversized_request(&self, request: &Request<Bytes>) -> Option<Response<Bytes>> {
+        let headers: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if headers > MAX_REQUEST_HEADER_BYTES {
+            return Some(error_response(
+                ErrorCode::HeadersTooLarge,
+                &format!(
+                    "the request headers are {headers} bytes, over the limit of {MAX_REQUEST_HEADER_BYTES} bytes"
+                ),
+            ));
+        }
+        let limit = if under(request.uri().path(), &self.config.api_prefix) {
+            MAX_API_BODY_BYTES
+        } else {
+            self.config.max_body_bytes
+        };
+        let body = request.body().len();
+        (body > limit).then(|| {
+            error_response(
+                ErrorCode::BodyTooLarge,
+                &format!("the request body is {body} bytes, over the limit of {limit} bytes"),
+            )
+        })
     }
 
     fn store_error(&self, error: &Error) -> Response<Bytes> {
@@ -667,6 +814,17 @@ impl EventLog {
                 "source": source,
                 "user": user,
             }),
+            SessionEvent::BindingMismatch {
+                handle,
+                user,
+                reason,
+            } => serde_json::json!({
+                "handle": handle.as_str(),
+                "kind": kind,
+                "reason": reason,
+                "source": source,
+                "user": user,
+            }),
         };
         line.to_string()
     }
@@ -676,6 +834,21 @@ impl Hooks for EventLog {
     fn on_event(&self, event: &SessionEvent) {
         log::info!(target: "edge_session::events", "{}", Self::line(event));
     }
+}
+
+/// `502 bad_session_instruction` when an instruction header of the origin's
+/// response is longer than [`MAX_INSTRUCTION_BYTES`].
+fn oversized_instruction(headers: &HeaderMap) -> Option<Response<Bytes>> {
+    let (name, value) = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-session-"))
+        .find(|(_, value)| value.len() > MAX_INSTRUCTION_BYTES)?;
+    let message = format!(
+        "{name}: {} bytes, over the limit of {MAX_INSTRUCTION_BYTES} bytes",
+        value.len()
+    );
+    log::error!("edge-session: origin sent a refused session instruction: {message}");
+    Some(error_response(ErrorCode::BadSessionInstruction, &message))
 }
 
 /// Removes every `x-session-*` header (clients may not spoof them).
@@ -978,10 +1151,15 @@ mod tests {
 }
 
 /// An [`Upstream`] over reqwest: native hosts and the AWS Lambda packaging.
+///
+/// It reads the origin's response body in chunks and gives up past
+/// `max_body_bytes` (default [`DEFAULT_MAX_BODY_BYTES`]), so an oversized
+/// response is never held whole in memory.
 #[cfg(feature = "rest")]
 #[derive(Debug, Clone)]
 pub struct ReqwestUpstream {
     client: reqwest::Client,
+    max_body_bytes: usize,
 }
 
 #[cfg(feature = "rest")]
@@ -989,14 +1167,23 @@ impl ReqwestUpstream {
     /// An upstream with its own client, which does not follow redirects
     /// (they go back to the browser, as from any proxy).
     pub fn new() -> Result<Self> {
-        Ok(Self {
-            client: crate::platform::proxy_client()?,
-        })
+        Ok(Self::with_client(crate::platform::proxy_client()?))
     }
 
     /// An upstream over an existing client (configure it not to follow redirects).
     pub fn with_client(client: reqwest::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// Gives up on origin response bodies longer than `bytes`
+    /// ([`Error::TooLarge`], answered `502 origin_response_too_large`).
+    #[must_use]
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
     }
 }
 
@@ -1016,9 +1203,27 @@ impl Upstream for ReqwestUpstream {
         if let Some(headers) = builder.headers_mut() {
             *headers = response.headers().clone();
         }
-        let body = response.bytes().await.map_err(Error::Transport)?;
+        let limit = self.max_body_bytes;
+        let too_large = |actual: usize| Error::TooLarge {
+            what: "origin response body",
+            limit,
+            actual,
+        };
+        if let Some(length) = response.content_length()
+            && length > limit as u64
+        {
+            return Err(too_large(usize::try_from(length).unwrap_or(usize::MAX)));
+        }
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(Error::Transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(body.len() + chunk.len()));
+            }
+            body.extend_from_slice(&chunk);
+        }
         builder
-            .body(body)
+            .body(Bytes::from(body))
             .map_err(|e| Error::protocol_with("could not build the origin response", e))
     }
 }

@@ -2,15 +2,17 @@
 -- Keys: s new session hash, d device set (bound sessions).
 -- ARGV[2] idle ms, ARGV[3] absolute lifetime ms, ARGV[4] handle,
 -- ARGV[5] user id ('' = none), ARGV[6] user agent ('' = none),
--- ARGV[7] max user fields, ARGV[8..] ops (op, field, value)
+-- ARGV[7] max user fields, ARGV[8] max session bytes, ARGV[9] subnet binding
+-- hash, ARGV[10] user-agent binding hash ('' = not bound),
+-- ARGV[11..] ops (op, field, value)
 -- Returns as apply.lua. An existing key is never overwritten: see replay().
 local key, set = K.s, K.d
 if redis.call('EXISTS', key) == 1 then
-  return finish(replay(key, 8))
+  return finish(replay(key, 11))
 end
 local now = now_ms()
 local function current(_) return nil end
-local bad = check_ops(current, 0, 8, tonumber(ARGV[7]))
+local bad = check_ops(current, 0, 11, tonumber(ARGV[7]), 0, tonumber(ARGV[8]))
 if bad then return finish(bad) end
 return finish(create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[5], ARGV[6], {}, 8))
+  ARGV[5], ARGV[6], { ARGV[9], ARGV[10] }, {}, 11))

@@ -2,12 +2,13 @@
 --
 -- Session hash fields starting with "_" are metadata:
 --   _created, _seen, _abs (absolute expiry), all in ms since the epoch,
---   _ver (data version), _user (bound user id), _ua (user agent).
+--   _ver (data version), _user (bound user id), _ua (user agent),
+--   _bnet, _bua (binding hashes of the client's network and user agent).
 -- Every other field is user data: one JSON text per field.
 -- Time always comes from the Redis server (TIME), never from the caller, so
 -- instances with skewed clocks agree.
 
-local META = { '_created', '_seen', '_abs', '_ver', '_user', '_ua' }
+local META = { '_created', '_seen', '_abs', '_ver', '_user', '_ua', '_bnet', '_bua' }
 
 -- ARGV[1] is the context, five lines:
 --   1. the role of each key, one letter per key: s session hash, d its
@@ -254,15 +255,22 @@ end
 -- Checks a list of ops (ARGV[first..] as op, field, value triples; op is
 -- S = set JSON text, D = delete, I = increment by an integer) against the
 -- current fields, without writing anything. `current(field)` returns a
--- field's value or nil; `count` is the number of user fields now.
--- Returns nil when the ops may run, or an error reply table.
-local function check_ops(current, count, first, max_fields)
-  local state = {}
+-- field's value or nil; `count` is the number of user fields now and `bytes`
+-- their size (names plus stored values). Returns nil when the ops may run, or
+-- an error reply table: {4, count} past `max_fields`, {5, bytes} when the
+-- session would grow past `max_bytes`.
+local function check_ops(current, count, first, max_fields, bytes, max_bytes)
+  local state, before_size = {}, {}
+  local function size(field, v)
+    if v then return #field + #v end
+    return 0
+  end
   for i = first, #ARGV, 3 do
     local op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     if state[field] == nil then
       local v = current(field)
       state[field] = v or false
+      before_size[field] = size(field, v)
     end
     local before = state[field]
     if op == 'D' then
@@ -285,6 +293,11 @@ local function check_ops(current, count, first, max_fields)
     end
   end
   if count > max_fields then return { 4, count } end
+  local after = bytes
+  for field, was in pairs(before_size) do
+    after = after + size(field, state[field]) - was
+  end
+  if after > max_bytes and after > bytes then return { 5, after } end
   return nil
 end
 
@@ -314,26 +327,43 @@ local function user_field_count(key)
   return redis.call('HLEN', key) - meta
 end
 
--- Splits a flat HGETALL reply into a table of user fields and its size.
+-- Number and size (names plus stored values) of the user fields in a hash.
+local function user_size(key)
+  local count, bytes = 0, 0
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, 1) ~= '_' then
+      count = count + 1
+      bytes = bytes + #field + redis.call('HSTRLEN', key, field)
+    end
+  end
+  return count, bytes
+end
+
+-- Splits a flat HGETALL reply into a table of user fields, their number and
+-- their size (names plus values).
 local function user_fields(flat)
-  local fields, count = {}, 0
+  local fields, count, bytes = {}, 0, 0
   for i = 1, #flat, 2 do
     if string.sub(flat[i], 1, 1) ~= '_' then
       fields[flat[i]] = flat[i + 1]
       count = count + 1
+      bytes = bytes + #flat[i] + #flat[i + 1]
     end
   end
-  return fields, count
+  return fields, count, bytes
 end
 
 -- Creates a session hash holding `carried` user fields (a table) plus the ops
--- from ARGV[first..], which must have been checked. Returns the reply table
+-- from ARGV[first..], which must have been checked. `bind` holds the binding
+-- hashes {net, ua} ('' = not bound). Returns the reply table
 -- {0, version, expiry, now, absolute, increments...}.
-local function create(key, set, handle, now, idle, absolute, user, ua, carried, first)
+local function create(key, set, handle, now, idle, absolute, user, ua, bind, carried, first)
   local abs = now + absolute
   redis.call('HSET', key, '_created', now, '_seen', now, '_abs', abs, '_ver', 1)
   if user ~= '' then redis.call('HSET', key, '_user', user) end
   if ua ~= '' then redis.call('HSET', key, '_ua', ua) end
+  if bind[1] ~= '' then redis.call('HSET', key, '_bnet', bind[1]) end
+  if bind[2] ~= '' then redis.call('HSET', key, '_bua', bind[2]) end
   for field, value in pairs(carried) do
     redis.call('HSET', key, field, value)
   end

@@ -5,11 +5,13 @@
 -- p old device set (when the old session was bound).
 -- ARGV[2] idle ms, ARGV[3] absolute lifetime ms, ARGV[4] new handle,
 -- ARGV[5] user id, ARGV[6] user agent, ARGV[7] max user fields,
--- ARGV[8] old handle, ARGV[9..] ops (op, field, value)
+-- ARGV[8] max session bytes, ARGV[9] subnet binding hash, ARGV[10] user-agent
+-- binding hash ('' = not bound), ARGV[11] old handle, ARGV[12..] ops
+-- (op, field, value)
 -- Returns as create.lua.
 local key, set = K.s, K.d
 if redis.call('EXISTS', key) == 1 then
-  return finish(replay(key, 9))
+  return finish(replay(key, 12))
 end
 local now = now_ms()
 local flat = redis.call('HGETALL', K.o)
@@ -17,13 +19,13 @@ local abs
 for i = 1, #flat, 2 do
   if flat[i] == '_abs' then abs = tonumber(flat[i + 1]) end
 end
-local carried, count = {}, 0
+local carried, count, bytes = {}, 0, 0
 if abs and abs > now then
-  carried, count = user_fields(flat)
+  carried, count, bytes = user_fields(flat)
 end
 local function current(field) return carried[field] end
-local bad = check_ops(current, count, 9, tonumber(ARGV[7]))
+local bad = check_ops(current, count, 12, tonumber(ARGV[7]), bytes, tonumber(ARGV[8]))
 if bad then return finish(bad) end
-bury(K.o, K.p, ARGV[8])
+bury(K.o, K.p, ARGV[11])
 return finish(create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[5], ARGV[6], carried, 9))
+  ARGV[5], ARGV[6], { ARGV[9], ARGV[10] }, carried, 12))

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_session::backend::{Backend, RestBackend};
 use edge_session::gateway::{
-    ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, Upstream, error_response,
+    ClientAddr, ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, Upstream,
+    error_response,
 };
 use edge_session::{AnyBackend, BackendConfig, SessionStore, Settings};
 use serde_json::Value;
@@ -174,8 +175,14 @@ pub async fn handle<B: Backend, U: Upstream>(
     gateway: &Gateway<B, U>,
     request: lambda_http::Request,
 ) -> http::Response<Bytes> {
+    let ip = crate::sessions::source_ip(&request);
     match event::to_gateway_request(request) {
-        Ok(request) => gateway.handle(request).await,
+        Ok(mut request) => {
+            if let Some(ip) = ip {
+                request.extensions_mut().insert(ClientAddr(ip));
+            }
+            gateway.handle(request).await
+        }
         Err(bad) => error_response(ErrorCode::BadRequest, bad.reason()),
     }
 }

@@ -289,7 +289,7 @@ where
         Box::pin(async move {
             let headers = request.headers();
             let cookie = cookie_header(headers);
-            let client = client_info(headers);
+            let client = client_info(headers).with_ip(source_ip(&request));
             let session = match store.begin(cookie.as_deref(), client).await {
                 Ok(session) => Sessions::new(session),
                 Err(e) => return Ok(refused(&e, retry_after)),
@@ -313,6 +313,20 @@ where
             })
         })
     }
+}
+
+/// The client IP API Gateway saw (the request context's source IP), for
+/// subnet binding (`SESSION_BIND_SUBNET`). `None` outside API Gateway.
+pub fn source_ip(request: &Request) -> Option<std::net::IpAddr> {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    let ip = match request.request_context_ref()? {
+        RequestContext::ApiGatewayV1(context) => context.identity.source_ip.as_deref(),
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    ip?.trim().parse().ok()
 }
 
 fn refused<R>(error: &edge_session::Error, retry_after: u32) -> SessionResponse<R> {

@@ -60,7 +60,9 @@ pub fn store(settings: Settings) -> edge_session::Result<SessionStore<RestBacken
     SessionStore::new(backend, settings.session, settings.keys)
 }
 
-/// Converts a Worker request into an `http` request with its whole body.
+/// Converts a Worker request into an `http` request with its whole body, and
+/// the client IP (`CF-Connecting-IP`) as a [`edge_session::gateway::ClientAddr`]
+/// extension.
 pub async fn to_http(mut request: Request) -> worker::Result<http::Request<Bytes>> {
     let body = request.bytes().await.unwrap_or_default();
     let mut builder = http::Request::builder()
@@ -68,6 +70,17 @@ pub async fn to_http(mut request: Request) -> worker::Result<http::Request<Bytes
         .uri(request.url()?.as_str());
     for (name, value) in request.headers().entries() {
         builder = builder.header(name, value);
+    }
+    // Cloudflare sets CF-Connecting-IP on every request (a client cannot):
+    // the client IP for subnet binding.
+    if let Some(ip) = request
+        .headers()
+        .get("cf-connecting-ip")
+        .ok()
+        .flatten()
+        .and_then(|ip| ip.trim().parse().ok())
+    {
+        builder = builder.extension(edge_session::gateway::ClientAddr(ip));
     }
     builder
         .body(Bytes::from(body))
