@@ -909,8 +909,8 @@ async fn gateway_request_and_response_limits(kind: Kind) {
     assert!(String::from_utf8_lossy(response.body()).contains("65536"));
     assert!(response.headers().get("set-cookie").is_none());
 
-    // The reqwest upstream stops reading past its own limit, with or without
-    // a Content-Length.
+    // The reqwest upstream refuses past its own limit, with or without a
+    // Content-Length.
     for chunked in [false, true] {
         let url = big_origin(50_000, chunked).await;
         let upstream = ReqwestUpstream::new().unwrap().with_max_body_bytes(20_000);

@@ -1152,9 +1152,9 @@ mod tests {
 
 /// An [`Upstream`] over reqwest: native hosts and the AWS Lambda packaging.
 ///
-/// It reads the origin's response body in chunks and gives up past
-/// `max_body_bytes` (default [`DEFAULT_MAX_BODY_BYTES`]), so an oversized
-/// response is never held whole in memory.
+/// It refuses origin response bodies over `max_body_bytes` (default
+/// [`DEFAULT_MAX_BODY_BYTES`]): before reading when `Content-Length` says so,
+/// else once read.
 #[cfg(feature = "rest")]
 #[derive(Debug, Clone)]
 pub struct ReqwestUpstream {
@@ -1214,16 +1214,14 @@ impl Upstream for ReqwestUpstream {
         {
             return Err(too_large(usize::try_from(length).unwrap_or(usize::MAX)));
         }
-        let mut response = response;
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(Error::Transport)? {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large(body.len() + chunk.len()));
-            }
-            body.extend_from_slice(&chunk);
+        // (reqwest's wasm32 response cannot be read in chunks: a body without
+        // Content-Length is checked once read.)
+        let body = response.bytes().await.map_err(Error::Transport)?;
+        if body.len() > limit {
+            return Err(too_large(body.len()));
         }
         builder
-            .body(Bytes::from(body))
+            .body(body)
             .map_err(|e| Error::protocol_with("could not build the origin response", e))
     }
 }
