@@ -28,6 +28,10 @@
 //! | `UPSTASH_REDIS_REST_URL` (alias `KV_REST_API_URL`) | | REST endpoint |
 //! | `UPSTASH_REDIS_REST_TOKEN` (alias `KV_REST_API_TOKEN`) | | REST bearer token |
 //! | `REDIS_URL` | | direct Redis URL (feature `direct`) |
+//! | `REDIS_CLUSTER_NODES` | | Redis Cluster: comma-separated URLs of some of its nodes (feature `direct`); implies `SESSION_REDIS_CLUSTER=true` |
+//! | `REDIS_SENTINELS` | | Redis Sentinel: comma-separated sentinel URLs (feature `direct`); the backend follows failovers |
+//! | `REDIS_SENTINEL_MASTER` | | the master's name in Sentinel (`sentinel monitor <name> ...`); required with `REDIS_SENTINELS` |
+//! | `REDIS_PASSWORD` | | password of the Redis nodes reached through `REDIS_SENTINELS` (a sentinel's own goes in its URL) |
 //! | `SESSION_STORE_TIMEOUT_MS` | `3000` | per-attempt timeout |
 //! | `SESSION_STORE_RETRIES` | `2` | extra attempts on retryable failures |
 //!
@@ -235,6 +239,32 @@ pub enum BackendConfig {
         /// Extra attempts for idempotent batches.
         max_retries: u32,
     },
+    /// Redis Cluster (implies [`SessionConfig::cluster`]).
+    #[cfg(feature = "direct")]
+    Cluster {
+        /// `redis://` URLs of some of the cluster's nodes (may hold a
+        /// password: never printed).
+        nodes: Vec<String>,
+        /// Per-attempt timeout.
+        timeout: Duration,
+        /// Extra attempts for idempotent batches.
+        max_retries: u32,
+    },
+    /// Redis behind Sentinel: the master the sentinels name, followed across
+    /// failovers.
+    #[cfg(feature = "direct")]
+    Sentinel {
+        /// `redis://` URLs of the sentinels (may hold a password: never printed).
+        sentinels: Vec<String>,
+        /// The master's name in Sentinel.
+        master: String,
+        /// Password of the data nodes (never printed).
+        password: Option<String>,
+        /// Per-attempt timeout.
+        timeout: Duration,
+        /// Extra attempts for idempotent batches.
+        max_retries: u32,
+    },
 }
 
 impl fmt::Debug for BackendConfig {
@@ -246,6 +276,24 @@ impl fmt::Debug for BackendConfig {
             BackendConfig::Direct { timeout, .. } => f
                 .debug_struct("Direct")
                 .field("url", &"<redacted>")
+                .field("timeout", timeout)
+                .finish_non_exhaustive(),
+            #[cfg(feature = "direct")]
+            BackendConfig::Cluster { nodes, timeout, .. } => f
+                .debug_struct("Cluster")
+                .field("nodes", &nodes.len())
+                .field("timeout", timeout)
+                .finish_non_exhaustive(),
+            #[cfg(feature = "direct")]
+            BackendConfig::Sentinel {
+                sentinels,
+                master,
+                timeout,
+                ..
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", &sentinels.len())
+                .field("master", master)
                 .field("timeout", timeout)
                 .finish_non_exhaustive(),
         }
@@ -268,6 +316,42 @@ impl BackendConfig {
             } => Ok(crate::backend::AnyBackend::Direct(
                 crate::backend::DirectBackend::connect_with(url, *timeout, *max_retries).await?,
             )),
+            #[cfg(feature = "direct")]
+            BackendConfig::Cluster {
+                nodes,
+                timeout,
+                max_retries,
+            } => Ok(crate::backend::AnyBackend::Cluster(
+                crate::backend::ClusterBackend::connect_with(nodes, *timeout, *max_retries).await?,
+            )),
+            #[cfg(feature = "direct")]
+            BackendConfig::Sentinel {
+                sentinels,
+                master,
+                password,
+                timeout,
+                max_retries,
+            } => Ok(crate::backend::AnyBackend::Sentinel(
+                crate::backend::SentinelBackend::connect_with(
+                    sentinels,
+                    master,
+                    password.as_deref(),
+                    *timeout,
+                    *max_retries,
+                )
+                .await?,
+            )),
+        }
+    }
+
+    /// Whether this is a Redis Cluster, whose scripts must stay within one
+    /// slot ([`SessionConfig::cluster`]).
+    pub fn is_cluster(&self) -> bool {
+        match self {
+            #[cfg(feature = "direct")]
+            BackendConfig::Cluster { .. } => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 }
@@ -355,12 +439,42 @@ impl Settings {
         let timeout = Duration::from_millis(number(&get, "SESSION_STORE_TIMEOUT_MS", 3000)?);
         let retries: u32 = number(&get, "SESSION_STORE_RETRIES", 2)?;
         let backend = backend_config(&get, timeout, retries)?;
+        let session = cluster_mode(session, &backend, &get)?;
         Ok(Self {
             session,
             keys,
             backend,
         })
     }
+}
+
+/// A Redis Cluster backend turns the cluster script mode on (setting
+/// `SESSION_REDIS_CLUSTER=false` with it is an error).
+fn cluster_mode(
+    mut session: SessionConfig,
+    backend: &BackendConfig,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<SessionConfig> {
+    if backend.is_cluster() {
+        if !flag(get, "SESSION_REDIS_CLUSTER", true)? {
+            return Err(Error::config(
+                "SESSION_REDIS_CLUSTER",
+                "must not be false with REDIS_CLUSTER_NODES (a cluster needs single-slot scripts)",
+            ));
+        }
+        session.cluster = true;
+    }
+    Ok(session)
+}
+
+/// A comma-separated list of URLs.
+#[cfg(feature = "direct")]
+fn url_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn backend_config(
@@ -375,7 +489,12 @@ fn backend_config(
         Some("direct") => "direct",
         Some(_) => return Err(Error::config("SESSION_BACKEND", "must be rest or direct")),
         None if rest_url.is_some() => "rest",
-        None if get("REDIS_URL").is_some() => "direct",
+        None if get("REDIS_URL").is_some()
+            || get("REDIS_CLUSTER_NODES").is_some()
+            || get("REDIS_SENTINELS").is_some() =>
+        {
+            "direct"
+        }
         None => {
             return Err(Error::config(
                 "UPSTASH_REDIS_REST_URL",
@@ -404,7 +523,49 @@ fn backend_config(
     }
     #[cfg(feature = "direct")]
     {
-        let url = get("REDIS_URL").ok_or_else(|| Error::config("REDIS_URL", "is required"))?;
+        let url = get("REDIS_URL");
+        let nodes = get("REDIS_CLUSTER_NODES");
+        let sentinels = get("REDIS_SENTINELS");
+        let named = [url.is_some(), nodes.is_some(), sentinels.is_some()];
+        if named.iter().filter(|set| **set).count() > 1 {
+            return Err(Error::config(
+                "REDIS_URL",
+                "set only one of REDIS_URL, REDIS_CLUSTER_NODES and REDIS_SENTINELS",
+            ));
+        }
+        if let Some(nodes) = nodes {
+            let nodes = url_list(&nodes);
+            if nodes.is_empty() {
+                return Err(Error::config("REDIS_CLUSTER_NODES", "names no node"));
+            }
+            return Ok(BackendConfig::Cluster {
+                nodes,
+                timeout,
+                max_retries: retries,
+            });
+        }
+        if let Some(sentinels) = sentinels {
+            let sentinels = url_list(&sentinels);
+            if sentinels.is_empty() {
+                return Err(Error::config("REDIS_SENTINELS", "names no sentinel"));
+            }
+            let master = get("REDIS_SENTINEL_MASTER").ok_or_else(|| {
+                Error::config("REDIS_SENTINEL_MASTER", "is required with REDIS_SENTINELS")
+            })?;
+            return Ok(BackendConfig::Sentinel {
+                sentinels,
+                master,
+                password: get("REDIS_PASSWORD"),
+                timeout,
+                max_retries: retries,
+            });
+        }
+        let url = url.ok_or_else(|| {
+            Error::config(
+                "REDIS_URL",
+                "is required (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS)",
+            )
+        })?;
         Ok(BackendConfig::Direct {
             url,
             timeout,
@@ -553,5 +714,65 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("__Host-"));
+    }
+
+    #[cfg(feature = "direct")]
+    #[test]
+    fn cluster_and_sentinel_backends() {
+        let s = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            (
+                "REDIS_CLUSTER_NODES",
+                "redis://:pw@127.0.0.1:7000, redis://127.0.0.1:7001,",
+            ),
+        ])
+        .unwrap();
+        assert!(s.session.cluster, "a cluster implies single-slot scripts");
+        assert!(s.backend.is_cluster());
+        match &s.backend {
+            BackendConfig::Cluster { nodes, .. } => assert_eq!(nodes.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{s:?}").contains("pw"));
+        let e = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            ("REDIS_CLUSTER_NODES", "redis://127.0.0.1:7000"),
+            ("SESSION_REDIS_CLUSTER", "false"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("SESSION_REDIS_CLUSTER"), "{e}");
+
+        let s = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            (
+                "REDIS_SENTINELS",
+                "redis://127.0.0.1:26379,redis://127.0.0.1:26380",
+            ),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("REDIS_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        assert!(!s.session.cluster && !s.backend.is_cluster());
+        match &s.backend {
+            BackendConfig::Sentinel {
+                sentinels, master, ..
+            } => assert_eq!((sentinels.len(), master.as_str()), (2, "mymaster")),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let e = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            ("REDIS_SENTINELS", "redis://127.0.0.1:26379"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("REDIS_SENTINEL_MASTER"), "{e}");
+        let e = settings(&[
+            ("SESSION_SECRETS", SECRET),
+            ("REDIS_URL", "redis://127.0.0.1"),
+            ("REDIS_SENTINELS", "redis://127.0.0.1:26379"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("only one"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 #[macro_use]
 mod support;
 
+mod cluster;
 mod conformance;
 mod gateway;
 mod indexes;

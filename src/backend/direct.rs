@@ -3,6 +3,9 @@
 //! Uses a [`redis::aio::ConnectionManager`]: one multiplexed connection that
 //! reconnects by itself after a failure. A batch is sent as one pipeline (one
 //! round trip); a transaction as one `MULTI`/`EXEC` pipeline.
+//!
+//! Redis Cluster and Sentinel deployments have their own backends built on the
+//! helpers here: [`super::ClusterBackend`] and [`super::SentinelBackend`].
 
 use std::fmt;
 use std::time::Duration;
@@ -67,18 +70,7 @@ impl DirectBackend {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        if atomic {
-            pipe.atomic();
-        }
-        for command in commands {
-            let mut cmd = redis::cmd(&command.parts()[0]);
-            for arg in &command.parts()[1..] {
-                cmd.arg(arg.as_str());
-            }
-            pipe.add_command(cmd);
-        }
+        let pipe = to_pipeline(commands, atomic);
         let mut attempt = 0;
         loop {
             let mut connection = self.connection.clone();
@@ -108,7 +100,34 @@ impl DirectBackend {
     }
 }
 
-fn convert(value: redis::Value) -> Reply {
+/// `command` as a `redis` crate command.
+pub(super) fn to_cmd(command: &Command) -> redis::Cmd {
+    let mut cmd = redis::cmd(&command.parts()[0]);
+    for arg in &command.parts()[1..] {
+        cmd.arg(arg.as_str());
+    }
+    cmd
+}
+
+/// `commands` as one pipeline that keeps going past error replies (each
+/// becomes that command's [`Reply`]), as `MULTI`/`EXEC` if `atomic`.
+pub(super) fn to_pipeline<'a>(
+    commands: impl IntoIterator<Item = &'a Command>,
+    atomic: bool,
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    if atomic {
+        pipe.atomic();
+    }
+    for command in commands {
+        pipe.add_command(to_cmd(command));
+    }
+    pipe
+}
+
+/// One `redis` crate reply as ours (error replies become `Err`).
+pub(super) fn convert(value: redis::Value) -> Reply {
     use redis::Value as R;
     Ok(match value {
         R::Nil => Value::Nil,

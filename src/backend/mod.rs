@@ -9,6 +9,9 @@
 //! Backends:
 //! - [`RestBackend`]: Upstash-style REST over HTTPS (native and wasm32, feature `rest`).
 //! - [`DirectBackend`]: Redis over TCP with the `redis` crate (native only, feature `direct`).
+//! - [`ClusterBackend`]: Redis Cluster, each batch split by hash slot (native only, feature `direct`).
+//! - [`SentinelBackend`]: the master that Redis Sentinel names, followed across failovers
+//!   (native only, feature `direct`).
 //! - [`AnyBackend`]: either of them, chosen at run time from the configuration.
 //!
 //! # Implementing a backend
@@ -43,14 +46,22 @@ use crate::error::{Error, Result, ServerError};
 use crate::platform::{MaybeSend, MaybeSync};
 
 #[cfg(feature = "direct")]
+mod cluster;
+#[cfg(feature = "direct")]
 mod direct;
 #[cfg(feature = "rest")]
 pub(crate) mod rest; // pub(crate) for `crate::fuzzing`
+#[cfg(feature = "direct")]
+mod sentinel;
 
+#[cfg(feature = "direct")]
+pub use cluster::ClusterBackend;
 #[cfg(feature = "direct")]
 pub use direct::DirectBackend;
 #[cfg(feature = "rest")]
 pub use rest::{RestBackend, RestConfig};
+#[cfg(feature = "direct")]
+pub use sentinel::SentinelBackend;
 
 /// One Redis command: its name and arguments, all UTF-8 text.
 #[derive(Clone, PartialEq, Eq)]
@@ -238,6 +249,12 @@ pub enum AnyBackend {
     /// Direct Redis over TCP.
     #[cfg(feature = "direct")]
     Direct(DirectBackend),
+    /// Redis Cluster.
+    #[cfg(feature = "direct")]
+    Cluster(ClusterBackend),
+    /// Redis behind Sentinel.
+    #[cfg(feature = "direct")]
+    Sentinel(SentinelBackend),
 }
 
 impl Backend for AnyBackend {
@@ -247,6 +264,10 @@ impl Backend for AnyBackend {
             AnyBackend::Rest(b) => b.pipeline(commands, retry).await,
             #[cfg(feature = "direct")]
             AnyBackend::Direct(b) => b.pipeline(commands, retry).await,
+            #[cfg(feature = "direct")]
+            AnyBackend::Cluster(b) => b.pipeline(commands, retry).await,
+            #[cfg(feature = "direct")]
+            AnyBackend::Sentinel(b) => b.pipeline(commands, retry).await,
         }
     }
 
@@ -256,6 +277,10 @@ impl Backend for AnyBackend {
             AnyBackend::Rest(b) => b.transaction(commands, retry).await,
             #[cfg(feature = "direct")]
             AnyBackend::Direct(b) => b.transaction(commands, retry).await,
+            #[cfg(feature = "direct")]
+            AnyBackend::Cluster(b) => b.transaction(commands, retry).await,
+            #[cfg(feature = "direct")]
+            AnyBackend::Sentinel(b) => b.transaction(commands, retry).await,
         }
     }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use edge_session::backend::{Command as RedisCommand, Reply, Retry};
 use edge_session::{AnyBackend, Backend, KeyRing, SessionConfig, SessionStore};
 
+pub mod cluster;
+
 /// Runs each named `async fn name(kind: Kind)` of the calling module as one
 /// test per backend, in modules `direct` and `rest`.
 macro_rules! both_backends {
@@ -59,6 +61,9 @@ pub struct RedisServer {
     child: Child,
     dir: PathBuf,
     pub port: u16,
+    /// The other masters when this is the first node of a cluster
+    /// ([`cluster::start_cluster`]); dropped with it.
+    pub peers: Vec<RedisServer>,
 }
 
 impl RedisServer {
@@ -91,7 +96,12 @@ impl RedisServer {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server must be installed (scripts/test installs it)");
-            let mut server = Self { child, dir, port };
+            let mut server = Self {
+                child,
+                dir,
+                port,
+                peers: Vec::new(),
+            };
             if server.wait_ready() {
                 return server;
             }
@@ -134,27 +144,48 @@ impl RedisServer {
             .unwrap()
     }
 
-    /// Commands the server executed since the last `CONFIG RESETSTAT`, by name.
+    /// This server and its cluster peers.
+    pub fn nodes(&self) -> impl Iterator<Item = &RedisServer> {
+        std::iter::once(self).chain(&self.peers)
+    }
+
+    /// The URLs of [`Self::nodes`].
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes().map(RedisServer::url).collect()
+    }
+
+    /// Commands the server (every node of a cluster) executed since the last
+    /// `CONFIG RESETSTAT`, by name.
     pub fn command_counts(&self) -> std::collections::BTreeMap<String, u64> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut self.inspect())
-            .unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let rest = line.strip_prefix("cmdstat_")?;
-                let (name, stats) = rest.split_once(':')?;
-                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-                Some((name.to_owned(), calls.parse().ok()?))
-            })
-            .collect()
+        let mut counts = std::collections::BTreeMap::new();
+        for node in self.nodes() {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut node.inspect())
+                .unwrap();
+            for line in info.lines() {
+                let Some(rest) = line.strip_prefix("cmdstat_") else {
+                    continue;
+                };
+                let Some((name, stats)) = rest.split_once(':') else {
+                    continue;
+                };
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="));
+                if let Some(calls) = calls.and_then(|c| c.parse::<u64>().ok()) {
+                    *counts.entry(name.to_owned()).or_insert(0) += calls;
+                }
+            }
+        }
+        counts
     }
 
     pub fn reset_stats(&self) {
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query(&mut self.inspect())
-            .unwrap();
+        for node in self.nodes() {
+            let _: () = redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query(&mut node.inspect())
+                .unwrap();
+        }
     }
 
     /// Commands executed other than the ones the test's own inspection uses.
@@ -164,7 +195,13 @@ impl RedisServer {
             .filter(|(name, _)| {
                 !matches!(
                     name.as_str(),
-                    "info" | "config|resetstat" | "ping" | "client|setinfo" | "hello"
+                    "info"
+                        | "config|resetstat"
+                        | "ping"
+                        | "client|setinfo"
+                        | "hello"
+                        | "cluster|slots"
+                        | "cluster|info"
                 )
             })
             .map(|(_, n)| n)
@@ -255,8 +292,15 @@ impl Harness {
         Self::with_config(kind, test_config()).await
     }
 
-    pub async fn with_config(kind: Kind, config: SessionConfig) -> Self {
-        let redis = RedisServer::start();
+    pub async fn with_config(kind: Kind, mut config: SessionConfig) -> Self {
+        // Direct, inside `cluster::on_cluster`: a local 3-master Redis
+        // Cluster, and the store in cluster mode.
+        let redis = if kind == Kind::Direct && cluster::requested() {
+            config.cluster = true;
+            cluster::start_cluster(3)
+        } else {
+            RedisServer::start()
+        };
         let (rest, backend) = Self::backend_for(kind, &redis).await;
         let store =
             SessionStore::new(counting(backend), config, KeyRing::parse(SECRETS).unwrap()).unwrap();
@@ -273,6 +317,15 @@ impl Harness {
         redis: &RedisServer,
     ) -> (Option<upstash_local::Server>, AnyBackend) {
         match kind {
+            // A server with peers is a cluster.
+            Kind::Direct if !redis.peers.is_empty() => (
+                None,
+                AnyBackend::Cluster(
+                    edge_session::backend::ClusterBackend::connect(&redis.node_urls())
+                        .await
+                        .unwrap(),
+                ),
+            ),
             Kind::Direct => (
                 None,
                 AnyBackend::Direct(
@@ -306,7 +359,9 @@ impl Harness {
     }
 
     /// A second store over the same Redis with other settings (e.g. another key ring).
-    pub async fn other_store(&self, config: SessionConfig, secrets: &str) -> Store {
+    pub async fn other_store(&self, mut config: SessionConfig, secrets: &str) -> Store {
+        // On a cluster, every store runs cluster mode.
+        config.cluster |= !self.redis.peers.is_empty();
         let (_, backend) = Self::backend_for_existing(self).await;
         SessionStore::new(counting(backend), config, KeyRing::parse(secrets).unwrap()).unwrap()
     }
@@ -315,21 +370,15 @@ impl Harness {
         self.store.backend().round_trips()
     }
 
-    pub fn inspect(&self) -> redis::Connection {
-        self.redis.inspect()
+    /// A connection for inspection (on a cluster, routed by key).
+    pub fn inspect(&self) -> cluster::Inspector {
+        cluster::Inspector::of(&self.redis)
     }
 
-    /// Every key in the database (SCAN, test-side only).
+    /// Every key in the database, on every node of a cluster (SCAN,
+    /// test-side only).
     pub fn all_keys(&self) -> Vec<String> {
-        let mut c = self.inspect();
-        let iter: redis::Iter<'_, String> = redis::cmd("SCAN")
-            .cursor_arg(0)
-            .arg("COUNT")
-            .arg(1000)
-            .clone()
-            .iter(&mut c)
-            .unwrap();
-        iter.map(Result::unwrap).collect()
+        cluster::keys_of_every_node(&self.redis)
     }
 
     /// Every key except the daily statistics (counters and HyperLogLogs,
