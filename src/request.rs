@@ -25,9 +25,33 @@
 //! `commit` costs 0 when nothing changed (a visitor who stores nothing gets no
 //! session and no cookie), 1 for writes, logout, logout-all and login (2 for a
 //! login that moves a session across Redis Cluster slots).
+//!
+//! # Read-your-writes on replicated Upstash
+//!
+//! A global Upstash database answers reads from a replica that may lag behind
+//! the primary, unless the request carries an `upstash-sync-token` at least as
+//! recent as the writes it must see. So that a login is never followed by a
+//! "not signed in" read on another instance, the token travels with the user:
+//!
+//! - [`SessionStore::commit`]: when the commit wrote to a store that issues
+//!   sync tokens (the REST backend), [`Commit::sync_cookie`] is a `Set-Cookie`
+//!   value for the **sync cookie**: named after the session cookie with
+//!   `-sync` appended (`__Host-session-sync` by default), with the same
+//!   attributes, holding the newest token, and short-lived
+//!   ([`SYNC_COOKIE_MAX_AGE_SECS`]: replicas catch up long before);
+//! - [`SessionStore::begin`]: the token from that cookie is sent with this
+//!   request's store calls, so the replica serving them waits until it has the
+//!   user's writes. The token is this request's own
+//!   ([`SyncToken`]): concurrent requests sharing
+//!   one backend never mix their tokens.
+//!
+//! The token is not a secret and is not signed: a forged one can only delay
+//! the forger's own reads. Values that are not plain cookie text, or longer
+//! than 256 bytes, are ignored. The direct backend issues no tokens, so it
+//! never sets the cookie.
 
-use crate::backend::Backend;
-use crate::cookie::{SessionHandle, SessionToken};
+use crate::backend::{Backend, SyncToken};
+use crate::cookie::{SameSitePolicy, SessionHandle, SessionToken};
 use crate::error::{Error, Result};
 use crate::session::{Applied, Changes, ClientInfo, Session};
 use crate::store::SessionStore;
@@ -52,6 +76,7 @@ pub struct RequestSession {
     login: Option<String>,
     logout: Option<Logout>,
     client: ClientInfo,
+    sync: SyncToken,
 }
 
 impl RequestSession {
@@ -113,13 +138,14 @@ pub struct Commit {
     pub user: Option<String>,
     /// How many sessions a logout destroyed.
     pub destroyed: u64,
+    /// A `Set-Cookie` header value for the sync cookie, after a write to a
+    /// store that issues sync tokens (see the module docs).
+    pub sync_cookie: Option<String>,
 }
 
 impl<B: Backend> SessionStore<B> {
-    /// Starts a request: verifies the session cookie in `cookie_header` (pure
-    /// computation) and, only when it is valid, loads and slides the session
-    /// in one round trip.
-    pub async fn begin(
+    /// [`Self::begin`] without the sync token.
+    async fn begin_unsynced(
         &self,
         cookie_header: Option<&str>,
         client: ClientInfo,
@@ -142,12 +168,12 @@ impl<B: Backend> SessionStore<B> {
             login: None,
             logout: None,
             client,
+            sync: SyncToken::default(),
         })
     }
 
-    /// Applies what the request did to its session, in at most one round trip
-    /// (see the module docs), and says which cookie to send.
-    pub async fn commit(&self, request: RequestSession) -> Result<Commit> {
+    /// [`Self::commit`] without the sync token.
+    async fn commit_unsynced(&self, request: RequestSession) -> Result<Commit> {
         let RequestSession {
             mut token,
             needs_resign,
@@ -156,6 +182,7 @@ impl<B: Backend> SessionStore<B> {
             login,
             logout,
             client,
+            sync: _,
         } = request;
         let mut commit = Commit::default();
         let presented_cookie = token.is_some();
@@ -244,5 +271,93 @@ impl<B: Backend> SessionStore<B> {
         commit.user = user;
         commit.applied = Some(applied);
         commit
+    }
+}
+
+/// `Max-Age` of the sync cookie, in seconds.
+pub const SYNC_COOKIE_MAX_AGE_SECS: u64 = 60;
+
+/// Longest sync token carried in the cookie.
+const MAX_SYNC_TOKEN_BYTES: usize = 256;
+
+/// True for a token that can travel as a cookie value unquoted.
+fn cookie_safe(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_SYNC_TOKEN_BYTES
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
+}
+
+impl<B: Backend> SessionStore<B> {
+    /// Starts a request: verifies the session cookie in `cookie_header` (pure
+    /// computation) and, only when it is valid, loads and slides the session
+    /// in one round trip, sending the sync token of the user's last write (see
+    /// the module docs).
+    pub async fn begin(
+        &self,
+        cookie_header: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<RequestSession> {
+        let sync = SyncToken::new(cookie_header.and_then(|h| self.sync_cookie_token(h)));
+        let mut request = sync
+            .scope(self.begin_unsynced(cookie_header, client))
+            .await?;
+        request.sync = sync;
+        Ok(request)
+    }
+
+    /// Applies what the request did to its session, in at most one round trip
+    /// (see the module docs), and says which cookies to send.
+    pub async fn commit(&self, request: RequestSession) -> Result<Commit> {
+        let sync = request.sync.clone();
+        let before = sync.get();
+        let mut commit = sync.scope(self.commit_unsynced(request)).await?;
+        match sync.get() {
+            Some(token) if Some(&token) != before.as_ref() => {
+                commit.sync_cookie = self.sync_set_cookie(&token);
+            }
+            _ => {}
+        }
+        Ok(commit)
+    }
+
+    /// The name of the sync cookie: the session cookie's name plus `-sync`.
+    pub fn sync_cookie_name(&self) -> String {
+        format!("{}-sync", self.cookies().config().name)
+    }
+
+    /// The sync token in the sync cookie of a `Cookie` request header.
+    fn sync_cookie_token(&self, header: &str) -> Option<String> {
+        let name = self.sync_cookie_name();
+        cookie::Cookie::split_parse(header)
+            .filter_map(std::result::Result::ok)
+            .find(|c| c.name() == name && cookie_safe(c.value()))
+            .map(|c| c.value().to_owned())
+    }
+
+    /// A `Set-Cookie` value carrying `token` in the sync cookie, with the
+    /// session cookie's attributes.
+    fn sync_set_cookie(&self, token: &str) -> Option<String> {
+        if !cookie_safe(token) {
+            log::warn!("edge-session: a sync token unfit for a cookie was not carried");
+            return None;
+        }
+        let config = self.cookies().config();
+        let mut cookie = cookie::Cookie::new(self.sync_cookie_name(), token.to_owned());
+        cookie.set_path(config.path.clone());
+        cookie.set_secure(config.secure);
+        cookie.set_http_only(config.http_only);
+        cookie.set_same_site(match config.same_site {
+            SameSitePolicy::Strict => cookie::SameSite::Strict,
+            SameSitePolicy::Lax => cookie::SameSite::Lax,
+            SameSitePolicy::None => cookie::SameSite::None,
+        });
+        if let Some(domain) = &config.domain {
+            cookie.set_domain(domain.clone());
+        }
+        let secs = i64::try_from(SYNC_COOKIE_MAX_AGE_SECS).unwrap_or(i64::MAX);
+        cookie.set_max_age(cookie::time::Duration::seconds(secs));
+        Some(cookie.to_string())
     }
 }

@@ -14,6 +14,9 @@
 //!   (native only, feature `direct`).
 //! - [`AnyBackend`]: either of them, chosen at run time from the configuration.
 //!
+//! [`SyncToken`] is one request's `upstash-sync-token`, for read-your-writes on
+//! replicated REST databases across instances (see [`sync`]).
+//!
 //! # Implementing a backend
 //!
 //! ```
@@ -44,6 +47,9 @@ use std::future::Future;
 
 use crate::error::{Error, Result, ServerError};
 use crate::platform::{MaybeSend, MaybeSync};
+
+pub mod sync;
+pub use sync::{Scoped, SyncToken};
 
 #[cfg(feature = "direct")]
 mod cluster;

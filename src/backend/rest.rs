@@ -7,7 +7,9 @@
 //!   request; every string in a reply is base64, except a top-level `"OK"`
 //!   (an encoded `"T0s="` is accepted too).
 //! - The `upstash-sync-token` of the last response is sent back with the next
-//!   request, which gives read-your-writes on replicated databases.
+//!   request, which gives read-your-writes on replicated databases. Inside a
+//!   [`SyncToken::scope`] the request's own token is sent and updated
+//!   instead, which carries read-your-writes across instances.
 //! - Each attempt has a timeout; network errors, timeouts and 5xx are retried
 //!   with exponential backoff, a bounded number of times (only connection
 //!   refusals for batches that are not idempotent).
@@ -20,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
-use super::{Backend, Command, Reply, Retry, Value};
+use super::{Backend, Command, Reply, Retry, SyncToken, Value};
 use crate::error::{Error, Result, ServerError};
 use crate::platform::{fill_random, is_connect_error, sleep, with_timeout};
 
@@ -144,8 +146,9 @@ impl RestBackend {
         self.inner.sync_token.lock().ok().and_then(|t| t.clone())
     }
 
-    /// Replaces the sync token sent with the next request (for carrying a
-    /// user's token across instances).
+    /// Replaces the sync token sent with the next request. It is shared by
+    /// every request of this backend: to carry one user's token across
+    /// instances, use a per-request [`SyncToken`] instead.
     pub fn set_sync_token(&self, token: Option<String>) {
         if let Ok(mut slot) = self.inner.sync_token.lock() {
             *slot = token;
@@ -196,7 +199,14 @@ impl RestBackend {
             .header(CONTENT_TYPE, "application/json")
             .header("upstash-encoding", "base64")
             .body(body.to_vec());
-        if let Some(token) = self.sync_token() {
+        // The current request's own token (carried across instances) wins
+        // over this isolate's last one; see `super::sync`.
+        let scope = SyncToken::current();
+        let sent = scope
+            .as_ref()
+            .and_then(SyncToken::get)
+            .or_else(|| self.sync_token());
+        if let Some(token) = sent {
             request = request.header(SYNC_TOKEN, token);
         }
         let response = request.send().await.map_err(Error::Transport)?;
@@ -206,6 +216,9 @@ impl RestBackend {
             .and_then(|v| v.to_str().ok())
         {
             self.set_sync_token(Some(token.to_owned()));
+            if let Some(scope) = &scope {
+                scope.set(Some(token.to_owned()));
+            }
         }
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(Error::Transport)?;

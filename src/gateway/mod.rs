@@ -9,7 +9,10 @@
 //!   (one round trip, none without a valid cookie), forwards to the origin with
 //!   `x-session-id`, `x-session-user` and `x-session-data`, then applies the
 //!   origin's `x-session-set` / `-incr` / `-login` / `-logout` response headers
-//!   in one round trip and sets, re-signs or clears the cookie.
+//!   in one round trip and sets, re-signs or clears the cookie. After a write
+//!   to Upstash it also sets the sync cookie, which the next request (on any
+//!   instance) sends back so that it reads its own writes; the origin never
+//!   sees either cookie (see [`crate::request`]).
 //! - **Browser API** under `SESSION_API_PREFIX` (default `/_session`).
 //! - **Admin API** under `<prefix>/admin/`, with `Authorization: Bearer $ADMIN_TOKEN`:
 //!   a user's sessions, logout everywhere, and the analytics of [`crate::query`]
@@ -531,6 +534,7 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             Err(e) => return self.store_error(&e),
         };
         remove_cookie(&mut parts.headers, &self.store.cookies().config().name);
+        remove_cookie(&mut parts.headers, &self.store.sync_cookie_name());
         if let Some(s) = session.session() {
             add_session_headers(&mut parts.headers, s);
         }
@@ -572,6 +576,9 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             Err(e) => return self.store_error(&e),
         };
         if let Some(cookie) = commit.set_cookie {
+            append_set_cookie(&mut parts.headers, &cookie);
+        }
+        if let Some(cookie) = commit.sync_cookie {
             append_set_cookie(&mut parts.headers, &cookie);
         }
         clean_response(Response::from_parts(parts, body))

@@ -56,7 +56,15 @@ impl Backend {
         url: &str,
         response_timeout: Option<Duration>,
     ) -> RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+        Self::connect_to(url, response_timeout).await
+    }
+
+    /// [`Backend::connect`] to anything that names a Redis (a URL, a `ConnectionInfo`).
+    pub(crate) async fn connect_to(
+        info: impl redis::IntoConnectionInfo,
+        response_timeout: Option<Duration>,
+    ) -> RedisResult<Self> {
+        let client = redis::Client::open(info)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(response_timeout);

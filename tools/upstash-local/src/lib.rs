@@ -30,6 +30,7 @@ mod backend;
 mod command;
 mod encode;
 mod faults;
+mod replica;
 mod service;
 
 use std::fmt;
@@ -66,6 +67,9 @@ pub struct Options {
     pub fault_endpoint: bool,
     /// Per-reply timeout towards Redis; `None` waits forever.
     pub redis_response_timeout: Option<Duration>,
+    /// Emulate a lagging read replica in this database number of the same Redis (see
+    /// [`Options::with_lagging_replica`]); `None` (the default) serves everything from Redis.
+    pub lagging_replica: Option<i64>,
 }
 
 impl Options {
@@ -77,7 +81,17 @@ impl Options {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             fault_endpoint: false,
             redis_response_timeout: Some(DEFAULT_REDIS_RESPONSE_TIMEOUT),
+            lagging_replica: None,
         }
+    }
+
+    /// Emulates a global database whose read replica lags: reads that do not carry a recent
+    /// enough `upstash-sync-token` are answered from database `db` of the same Redis, a copy of
+    /// the primary database synced only when a request's token asks for writes it lacks (or by
+    /// [`Server::sync_replica`]). Everything in `db` is replaced at each sync. See the README.
+    pub fn with_lagging_replica(mut self, db: i64) -> Self {
+        self.lagging_replica = Some(db);
+        self
     }
 
     /// Sets [`Options::max_body_bytes`].
@@ -107,6 +121,7 @@ impl fmt::Debug for Options {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("fault_endpoint", &self.fault_endpoint)
             .field("redis_response_timeout", &self.redis_response_timeout)
+            .field("lagging_replica", &self.lagging_replica)
             .finish()
     }
 }
@@ -130,6 +145,7 @@ pub struct Server {
     faults: Faults,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<io::Result<()>>>,
+    app: Arc<service::App>,
 }
 
 impl fmt::Debug for Server {
@@ -154,6 +170,29 @@ impl Server {
     /// The fault plan and request counters of this endpoint.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// With [`Options::lagging_replica`]: brings the replica up to date now, as a replica that
+    /// caught up would be. Returns `false` when no replica is emulated.
+    ///
+    /// # Errors
+    ///
+    /// Redis failed during the sync.
+    pub async fn sync_replica(&self) -> io::Result<bool> {
+        let Some(replica) = &self.app.replica else {
+            return Ok(false);
+        };
+        replica
+            .sync(self.app.sync_tokens.current())
+            .await
+            .map_err(io::Error::other)?;
+        Ok(true)
+    }
+
+    /// With [`Options::lagging_replica`]: how many times the replica was synced (once at start,
+    /// then on demand) and how many requests it answered; `None` when no replica is emulated.
+    pub fn replica_counts(&self) -> Option<(u64, u64)> {
+        self.app.replica.as_ref().map(|replica| replica.counts())
     }
 
     /// Stops accepting connections, ends requests held by [`Fault::Hang`] or [`Fault::Delay`]
@@ -199,6 +238,18 @@ pub async fn spawn(listener: TcpListener, options: Options) -> io::Result<Server
                 redact_url(&options.redis_url)
             ))
         })?;
+    let replica = match options.lagging_replica {
+        Some(db) => Some(Arc::new(
+            replica::Replica::connect(&options.redis_url, db, options.redis_response_timeout)
+                .await
+                .map_err(|err| {
+                    io::Error::other(format!(
+                        "cannot set up the lagging replica (database {db}): {err}"
+                    ))
+                })?,
+        )),
+        None => None,
+    };
     let faults = Faults::new();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let app = Arc::new(service::App {
@@ -209,8 +260,9 @@ pub async fn spawn(listener: TcpListener, options: Options) -> io::Result<Server
         faults: faults.clone(),
         sync_tokens: service::SyncTokens::new(),
         shutdown: shutdown_rx.clone(),
+        replica,
     });
-    let router = service::router(app);
+    let router = service::router(Arc::clone(&app));
     let mut stop = shutdown_rx;
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -224,6 +276,7 @@ pub async fn spawn(listener: TcpListener, options: Options) -> io::Result<Server
         faults,
         shutdown,
         task: Some(task),
+        app,
     })
 }
 

@@ -31,6 +31,10 @@ struct Cli {
     /// Largest accepted request body in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Emulate a lagging read replica in this database of the same Redis (its contents are
+    /// replaced): reads without a recent enough upstash-sync-token see stale data.
+    #[arg(long, value_name = "DB")]
+    lagging_replica_db: Option<i64>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +50,10 @@ async fn main() -> ExitCode {
     let options = Options::new(cli.redis_url, cli.token)
         .with_max_body_bytes(cli.max_body_bytes)
         .with_fault_endpoint(cli.enable_faults);
+    let options = match cli.lagging_replica_db {
+        Some(db) => options.with_lagging_replica(db),
+        None => options,
+    };
     let server = match upstash_local::spawn(listener, options).await {
         Ok(server) => server,
         Err(err) => {

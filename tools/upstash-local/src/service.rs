@@ -20,6 +20,7 @@ use crate::backend::{Backend, Transaction};
 use crate::command::{self, Command};
 use crate::encode::{self, Encoding};
 use crate::faults::{Fault, Faults, PlannedFault, Route};
+use crate::replica::{Replica, Served};
 
 const SYNC_TOKEN: HeaderName = HeaderName::from_static("upstash-sync-token");
 const ENCODING: HeaderName = HeaderName::from_static("upstash-encoding");
@@ -39,6 +40,8 @@ pub(crate) struct App {
     pub(crate) faults: Faults,
     pub(crate) sync_tokens: SyncTokens,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The lagging replica, when emulated (`Options::lagging_replica`).
+    pub(crate) replica: Option<Arc<Replica>>,
 }
 
 impl App {
@@ -68,10 +71,72 @@ impl SyncTokens {
         }
     }
 
-    fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{:08x}{:016x}", self.prefix, n)
+    /// The next token, with its number.
+    fn next(&self) -> (u64, String) {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        (n, format!("{:08x}{:016x}", self.prefix, n))
     }
+
+    /// The number of the newest token handed out.
+    pub(crate) fn current(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
+
+    /// The number in `token` if this server issued it.
+    fn parse(&self, token: &str) -> Option<u64> {
+        let token = token.trim();
+        if token.len() != 24 || !token.is_ascii() || token[..8] != format!("{:08x}", self.prefix) {
+            return None;
+        }
+        u64::from_str_radix(&token[8..], 16).ok()
+    }
+}
+
+/// Marks a response whose request was served by the primary (lag emulation).
+#[derive(Debug, Clone, Copy)]
+struct ServedByPrimary;
+
+/// What the lag emulation needs to know about one request.
+struct ReadContext {
+    /// The number of the request's sync token, if this server issued it.
+    token: Option<u64>,
+    /// Set once a command of the request went to the primary.
+    primary: std::sync::atomic::AtomicBool,
+}
+
+impl ReadContext {
+    fn new(app: &App, headers: &HeaderMap) -> Self {
+        let token = headers
+            .get(SYNC_TOKEN)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| app.sync_tokens.parse(value));
+        Self {
+            token,
+            primary: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn mark(&self, response: &mut Response) {
+        if self.primary.load(Ordering::SeqCst) {
+            response.extensions_mut().insert(ServedByPrimary);
+        }
+    }
+}
+
+/// Runs commands (not a transaction): on the lagging replica when it serves them, else on Redis.
+async fn run(
+    app: &App,
+    commands: &[&Command],
+    context: &ReadContext,
+) -> redis::RedisResult<Vec<Value>> {
+    if let Some(replica) = &app.replica {
+        let current = app.sync_tokens.current();
+        if let Served::Replica(replies) = replica.serve(commands, context.token, current).await? {
+            return Ok(replies);
+        }
+    }
+    context.primary.store(true, Ordering::SeqCst);
+    app.backend.pipeline(commands).await
 }
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -103,7 +168,13 @@ fn classify(method: &Method, path: &str, fault_endpoint: bool) -> Target {
 
 async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let mut response = dispatch(&app, request).await;
-    if let Ok(token) = HeaderValue::from_str(&app.sync_tokens.next()) {
+    let (number, token) = app.sync_tokens.next();
+    if let Some(replica) = &app.replica
+        && response.extensions().get::<ServedByPrimary>().is_some()
+    {
+        replica.note_write(number);
+    }
+    if let Ok(token) = HeaderValue::from_str(&token) {
         response.headers_mut().insert(SYNC_TOKEN, token);
     }
     response
@@ -222,17 +293,20 @@ async fn dispatch(app: &App, request: Request) -> Response {
         _ => Encoding::Lossy,
     };
 
+    let context = ReadContext::new(app, &parts.headers);
     let (status, json) = match route {
-        Route::Single => single(app, command::parse_single(&body), encoding).await,
+        Route::Single => single(app, command::parse_single(&body), encoding, &context).await,
         Route::PathStyle => {
             let raw_arg = (method == Method::POST || method == Method::PUT).then_some(&body[..]);
             let parsed = command::parse_path(parts.uri.path(), raw_arg, &query);
-            single(app, parsed, encoding).await
+            single(app, parsed, encoding, &context).await
         }
-        Route::Pipeline => pipeline(app, &body, encoding).await,
-        Route::MultiExec => multi_exec(app, &body, encoding).await,
+        Route::Pipeline => pipeline(app, &body, encoding, &context).await,
+        Route::MultiExec => multi_exec(app, &body, encoding, &context).await,
     };
-    json_response(status, &json, truncate)
+    let mut response = json_response(status, &json, truncate);
+    context.mark(&mut response);
+    response
 }
 
 /// Bearer token in `Authorization`, else `?_token=`. A present header decides on its own.
@@ -339,13 +413,14 @@ async fn single(
     app: &App,
     parsed: Result<Command, String>,
     encoding: Encoding,
+    context: &ReadContext,
 ) -> (StatusCode, Json) {
     let command = match parsed.and_then(|command| command.check_allowed().map(|()| command)) {
         Ok(command) => command,
         Err(message) => return bad_request(message),
     };
     app.faults.count_commands(1);
-    match app.backend.pipeline(&[&command]).await {
+    match run(app, &[&command], context).await {
         Ok(mut replies) => match replies.pop() {
             Some(Value::ServerError(err)) => bad_request(encode::error_text(&err)),
             Some(value) => (
@@ -363,7 +438,12 @@ async fn single(
 
 /// `POST /pipeline`: every command runs in order (refused ones are skipped), HTTP 200 with one
 /// item per command.
-async fn pipeline(app: &App, body: &[u8], encoding: Encoding) -> (StatusCode, Json) {
+async fn pipeline(
+    app: &App,
+    body: &[u8],
+    encoding: Encoding,
+    context: &ReadContext,
+) -> (StatusCode, Json) {
     let commands = match command::parse_batch(body) {
         Ok(commands) => commands,
         Err(message) => return bad_request(message),
@@ -379,7 +459,7 @@ async fn pipeline(app: &App, body: &[u8], encoding: Encoding) -> (StatusCode, Js
         Vec::new().into_iter()
     } else {
         app.faults.count_commands(allowed.len());
-        match app.backend.pipeline(&allowed).await {
+        match run(app, &allowed, context).await {
             Ok(replies) => replies.into_iter(),
             Err(err) => return redis_failure(&err),
         }
@@ -398,7 +478,12 @@ async fn pipeline(app: &App, body: &[u8], encoding: Encoding) -> (StatusCode, Js
 }
 
 /// `POST /multi-exec`: atomic; HTTP 400 with one `{"error"}` when the transaction is discarded.
-async fn multi_exec(app: &App, body: &[u8], encoding: Encoding) -> (StatusCode, Json) {
+async fn multi_exec(
+    app: &App,
+    body: &[u8],
+    encoding: Encoding,
+    context: &ReadContext,
+) -> (StatusCode, Json) {
     let commands = match command::parse_batch(body) {
         Ok(commands) => commands,
         Err(message) => return bad_request(message),
@@ -409,6 +494,7 @@ async fn multi_exec(app: &App, body: &[u8], encoding: Encoding) -> (StatusCode, 
         ));
     }
     app.faults.count_commands(commands.len());
+    context.primary.store(true, Ordering::SeqCst);
     match app.backend.transaction(&commands).await {
         Ok(Transaction::Executed(replies)) => (
             StatusCode::OK,
@@ -520,8 +606,16 @@ mod tests {
     #[test]
     fn sync_tokens_increase() {
         let tokens = SyncTokens::new();
-        let (a, b) = (tokens.next(), tokens.next());
+        let ((n, a), (m, b)) = (tokens.next(), tokens.next());
         assert_eq!(a.len(), 24);
         assert!(b > a);
+        assert_eq!((tokens.parse(&a), tokens.parse(&b)), (Some(n), Some(m)));
+        assert_eq!(tokens.current(), m);
+        assert_eq!(
+            tokens.parse("00000000000000000000000a"),
+            None,
+            "another server's"
+        );
+        assert_eq!(tokens.parse(""), None);
     }
 }

@@ -43,7 +43,8 @@ impl RedisServer {
                 .arg("--port")
                 .arg(port.to_string())
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--daemonize", "no", "--databases", "1"])
+                // Two databases: the lagging-replica tests use the second.
+                .args(["--daemonize", "no", "--databases", "2"])
                 .arg("--dir")
                 .arg(dir.path())
                 .arg("--logfile")
