@@ -10,6 +10,5 @@ mod indexes;
 mod lock;
 mod limits;
 mod outage;
-mod lock;
 mod rest;
 mod sync_token;
