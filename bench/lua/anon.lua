@@ -1,0 +1,3 @@
+-- GET /anon: no cookie.
+wrk.method = "GET"
+wrk.path = "/anon"
