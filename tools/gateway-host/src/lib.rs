@@ -1,7 +1,14 @@
 //! The edge-session gateway as a plain native HTTP server: the same
 //! [`Gateway`] the Cloudflare Worker and the AWS Lambda host, built from the
 //! same environment variables ([`Settings`] and [`GatewayConfig`]), served by
-//! axum (HTTP/1.1) with the origin reached over reqwest.
+//! axum (HTTP/1.1, keep-alive) with the origin reached over reqwest.
+//!
+//! What the host adds to the gateway: the peer's IP address as the request's
+//! [`ClientAddr`] (for `SESSION_BIND_SUBNET` when no trusted
+//! `SESSION_CLIENT_IP_HEADER` is configured), request bodies read up to
+//! `SESSION_MAX_BODY_BYTES` and no further (`413 body_too_large` past it, as
+//! the gateway answers), and a graceful stop: [`serve`] stops accepting when
+//! its shutdown future resolves and lets the requests in flight finish.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,22 +25,21 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use edge_session::gateway::{
-    ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, error_response,
+    ClientAddr, ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, error_response,
 };
 use edge_session::{AnyBackend, SessionStore, Settings};
 use http_body_util::{BodyExt as _, Limited};
 
 /// The gateway this host serves.
 pub type HostGateway = Gateway<AnyBackend, ReqwestUpstream>;
-
-/// Largest request body forwarded to the origin: 10 MiB (larger ones get 413).
-pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// Builds the gateway from the process environment (see [`gateway_from_lookup`]).
 pub async fn gateway_from_env() -> edge_session::Result<HostGateway> {
@@ -57,7 +63,8 @@ pub async fn gateway_from_lookup(
         log::warn!("edge-session-host: could not preload the store's scripts yet: {e}");
     }
     let log_events = config.log_events;
-    let gateway = Gateway::new(store, ReqwestUpstream::new()?, config);
+    let upstream = ReqwestUpstream::new()?.with_max_body_bytes(config.max_body_bytes);
+    let gateway = Gateway::new(store, upstream, config);
     Ok(if log_events {
         gateway.with_hooks(Arc::new(EventLog))
     } else {
@@ -65,39 +72,45 @@ pub async fn gateway_from_lookup(
     })
 }
 
-/// Every path and method, handled by `gateway`.
+/// Every path and method, handled by `gateway`. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` (as [`serve`] does)
+/// for the peer's address to reach the gateway; without it requests carry no
+/// [`ClientAddr`].
 pub fn router(gateway: Arc<HostGateway>) -> Router {
     Router::new().fallback(handle).with_state(gateway)
 }
 
 async fn handle(State(gateway): State<Arc<HostGateway>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let (mut parts, body) = request.into_parts();
+    let limit = gateway.config().max_body_bytes;
+    let body: Bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error_response(
+                ErrorCode::BodyTooLarge,
+                &format!("the request body is over the limit of {limit} bytes"),
+            )
+            .map(Body::from);
+        }
         Err(e) => {
-            let too_large = e.is::<http_body_util::LengthLimitError>();
-            let mut response = error_response(
-                ErrorCode::BadRequest,
-                if too_large {
-                    "the request body is too large"
-                } else {
-                    "the request body could not be read"
-                },
-            );
-            if too_large {
-                *response.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
-            }
-            return response.map(Body::from);
+            log::debug!("edge-session-host: request body not read: {e}");
+            return error_response(ErrorCode::BadRequest, "the request body could not be read")
+                .map(Body::from);
         }
     };
+    if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        let ip = addr.ip();
+        parts.extensions.insert(ClientAddr(ip));
+    }
     gateway
         .handle(axum::http::Request::from_parts(parts, body))
         .await
         .map(Body::from)
 }
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then lets the
-/// requests in flight finish.
+/// Serves `gateway` on `listener` (HTTP/1.1 with keep-alive) until `shutdown`
+/// resolves, then stops accepting connections, lets the requests in flight
+/// finish and returns.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     gateway: HostGateway,
@@ -106,7 +119,8 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(Arc::new(gateway)))
+    let app = router(Arc::new(gateway)).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
