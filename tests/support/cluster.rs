@@ -216,18 +216,21 @@ impl Sentinel {
                 ),
             )
             .unwrap();
+            // Sentinel rewrites its config file: it must be writable.
             let mut command = match which("redis-sentinel") {
-                Some(binary) => Command::new(binary),
+                Some(binary) => {
+                    let mut c = Command::new(binary);
+                    c.arg(&config);
+                    c
+                }
                 // The same program, as Debian ships it.
                 None => {
                     let mut c = Command::new("redis-server");
-                    c.arg("--sentinel");
+                    c.arg(&config).arg("--sentinel");
                     c
                 }
             };
-            // Sentinel rewrites its config file: it must be writable.
             let child = command
-                .arg(&config)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
