@@ -50,8 +50,9 @@ pub async fn gateway_from_env() -> edge_session::Result<HostGateway> {
 /// the Worker and the Lambda do: [`Settings::from_lookup`] for the store,
 /// [`GatewayConfig::from_lookup`] for the gateway, and the [`EventLog`] hooks
 /// when `SESSION_LOG_EVENTS` is on. The store's scripts are loaded when the
-/// store answers; a store that is down at start-up is not an error (the
-/// outage policy handles it per request).
+/// store answers. A REST store that is down at start-up is not an error (the
+/// outage policy handles it per request); the direct backend connects here
+/// and fails when Redis does not answer.
 pub async fn gateway_from_lookup(
     get: impl Fn(&str) -> Option<String>,
 ) -> edge_session::Result<HostGateway> {
