@@ -17,7 +17,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let function = Arc::new(GatewayFunction::new());
     // Build the client, the store and the gateway now, during the init phase.
     // A failure is logged; requests then answer 500 and retry the build.
-    match function.gateway().await {
+    // Boxed: the gateway's futures are large; keep them off the stack and
+    // out of the compiler's layout recursion.
+    match Box::pin(function.gateway()).await {
         Ok(_) => log::info!(
             "edge-session: gateway ready in {} us",
             started.elapsed().as_micros()
@@ -28,7 +30,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // response instead of an invocation error (see `event::parse_event`).
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let function = Arc::clone(&function);
-        async move { Ok::<Value, lambda_runtime::Error>(function.handle_event(event.payload).await) }
+        async move {
+            Ok::<Value, lambda_runtime::Error>(Box::pin(function.handle_event(event.payload)).await)
+        }
     }))
     .await
 }
