@@ -30,9 +30,13 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let settings = Settings::from_env().map_err(|e| e.to_string())?;
-    let backend = settings.backend.connect().await.map_err(|e| e.to_string())?;
-    let store = SessionStore::new(backend, settings.session, settings.keys)
+    let backend = settings
+        .backend
+        .connect()
+        .await
         .map_err(|e| e.to_string())?;
+    let store =
+        SessionStore::new(backend, settings.session, settings.keys).map_err(|e| e.to_string())?;
     store.preload_scripts().await.map_err(|e| e.to_string())?;
     let router = Router::new()
         .route("/anon", get(anon))
@@ -56,7 +60,10 @@ fn failure(e: &Error) -> Response {
 }
 
 async fn login(State(store): State<Store>, Query(q): Query<Login>, headers: HeaderMap) -> Response {
-    let mut request = match store.begin(cookie_header(&headers), ClientInfo::default()).await {
+    let mut request = match store
+        .begin(cookie_header(&headers), ClientInfo::default())
+        .await
+    {
         Ok(request) => request,
         Err(e) => return failure(&e),
     };
@@ -64,7 +71,10 @@ async fn login(State(store): State<Store>, Query(q): Query<Login>, headers: Head
     match store.commit(request).await {
         Ok(commit) => {
             let mut response = "ok".into_response();
-            for value in [commit.set_cookie, commit.sync_cookie].into_iter().flatten() {
+            for value in [commit.set_cookie, commit.sync_cookie]
+                .into_iter()
+                .flatten()
+            {
                 if let Ok(value) = value.parse() {
                     response.headers_mut().append(SET_COOKIE, value);
                 }

@@ -64,7 +64,10 @@ async fn incr(State(mut connection): State<ConnectionManager>) -> Response {
     }
 }
 
-async fn login(State(mut connection): State<ConnectionManager>, Query(q): Query<Login>) -> Response {
+async fn login(
+    State(mut connection): State<ConnectionManager>,
+    Query(q): Query<Login>,
+) -> Response {
     let mut id = [0u8; 32];
     if getrandom::fill(&mut id).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
