@@ -20,6 +20,15 @@ STACKS = {
     "origin": ("5'", "trivial origin alone"),
     "limit": ("6", "the limit (bare Redis round trip)"),
 }
+SHORT = {
+    "es-direct": "edge-session, direct",
+    "es-rest": "edge-session, REST",
+    "tower": "tower-sessions",
+    "express": "express-session",
+    "gateway": "gateway + origin",
+    "origin": "origin alone",
+    "limit": "the limit",
+}
 REQUESTS = {
     "anon": "anonymous GET /anon",
     "incr": "signed-in read + increment GET /incr",
@@ -316,7 +325,7 @@ def main():
 
 
 def write_svg(path, stacks, by, corr, date, m, redis_version):
-    panel_w, label_w, bar_h, gap = 300, 250, 18, 6
+    panel_w, label_w, bar_h, gap = 300, 190, 18, 6
     top = 70
     n = len(stacks)
     panel_h = n * (bar_h + gap) + 30
@@ -334,7 +343,7 @@ def write_svg(path, stacks, by, corr, date, m, redis_version):
         y = top + 24 + i * (bar_h + gap)
         parts.append(
             '<text x="%d" y="%d" text-anchor="end">%s %s</text>'
-            % (label_w - 8, y + bar_h - 5, html.escape(STACKS[s][0]), html.escape(STACKS[s][1][:38]))
+            % (label_w - 8, y + bar_h - 5, html.escape(STACKS[s][0]), html.escape(SHORT[s]))
         )
     for p, req in enumerate(REQUESTS):
         x0 = label_w + p * (panel_w + 20)
