@@ -357,18 +357,21 @@ async fn several_set_cookie_headers_survive_both_formats() {
         let reply = rig.invoke(&event.instruct(&instructions)).await;
         assert_eq!(reply.status(), 200);
         let cookies = reply.set_cookies();
-        assert_eq!(cookies.len(), 3, "{kind:?}: {cookies:?}");
+        // The origin's two, the session cookie, and the sync cookie that
+        // carries the REST store's sync token to the next request.
+        assert_eq!(cookies.len(), 4, "{kind:?}: {cookies:?}");
         assert_eq!(&cookies[..2], ["a=1; Path=/", "b=2; Path=/; HttpOnly"]);
         assert!(cookies[2].starts_with("__Host-session="));
+        assert!(cookies[3].starts_with("__Host-session-sync="));
         match kind {
             Kind::Http => {
-                assert_eq!(reply.json["cookies"].as_array().map(Vec::len), Some(3))
+                assert_eq!(reply.json["cookies"].as_array().map(Vec::len), Some(4))
             }
             Kind::Rest => assert_eq!(
                 reply.json["multiValueHeaders"]["set-cookie"]
                     .as_array()
                     .map(Vec::len),
-                Some(3)
+                Some(4)
             ),
         }
     }
