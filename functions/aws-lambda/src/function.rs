@@ -161,7 +161,9 @@ pub async fn gateway(env: &Env, client: reqwest::Client) -> Result<LambdaGateway
     let config = env.gateway_config()?;
     let log_events = config.log_events;
     let store = store(env, &client).await?;
-    let gateway = Gateway::new(store, ReqwestUpstream::with_client(client), config);
+    // Origin responses follow SESSION_MAX_BODY_BYTES, as requests do.
+    let upstream = ReqwestUpstream::with_client(client).with_max_body_bytes(config.max_body_bytes);
+    let gateway = Gateway::new(store, upstream, config);
     Ok(if log_events {
         gateway.with_hooks(Arc::new(EventLog))
     } else {

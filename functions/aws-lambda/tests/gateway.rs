@@ -491,3 +491,20 @@ async fn misconfiguration_names_the_variable() {
     assert!(error.to_string().contains("ORIGIN_URL"), "{error}");
     assert!(!format!("{env:?}").contains("MDEy"), "values never printed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_responses_follow_session_max_body_bytes() {
+    // The origin's whoami JSON is far longer than 64 bytes.
+    let rig = Rig::with(&[("SESSION_MAX_BODY_BYTES", "64")]).await;
+    let reply = rig
+        .invoke(&Event::http().method("GET").path("/api/whoami"))
+        .await;
+    assert_eq!(reply.status(), 502, "{:?}", reply.json);
+    assert_eq!(reply.body()["code"], json!("origin_response_too_large"));
+    // The default limit passes it.
+    let rig = Rig::start().await;
+    let reply = rig
+        .invoke(&Event::http().method("GET").path("/api/whoami"))
+        .await;
+    assert_eq!(reply.status(), 200, "{:?}", reply.json);
+}
