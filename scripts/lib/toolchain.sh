@@ -13,7 +13,8 @@
 #   es_wasm_exec CMD [ARGS...]      run any command (e.g. worker-build) in that environment
 #   es_wasm_env                     print `export ...` lines for it: eval "$(es_wasm_env)"
 #   es_ensure_node_modules DIR      npm ci (or npm install without a lock) when node_modules is stale
-#   es_ensure_cargo_tool NAME VERSION [BIN]   cargo install NAME --version VERSION unless BIN has it
+#   es_ensure_cargo_tool NAME VERSION [BIN [INSTALL_ARGS...]]
+#                                            cargo install NAME --version VERSION unless BIN has it
 #   es_free_port                    print a free TCP port on 127.0.0.1
 #   es_wait_port PORT [TIMEOUT_S]   wait (default 30 s) until 127.0.0.1:PORT accepts connections
 #
@@ -441,7 +442,8 @@ es_ensure_node_modules() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# es_ensure_cargo_tool NAME VERSION [BIN]
+# es_ensure_cargo_tool NAME VERSION [BIN [INSTALL_ARGS...]]
+# INSTALL_ARGS go to `cargo install` (e.g. --no-default-features --features strip).
 
 # True when `BIN --version` output has VERSION as a whole word (optionally prefixed by v).
 _es_tool_has_version() {
@@ -458,6 +460,7 @@ es_ensure_cargo_tool() {
   local name="${1:?usage: es_ensure_cargo_tool NAME VERSION [BIN]}"
   local version="${2:?usage: es_ensure_cargo_tool NAME VERSION [BIN]}"
   local bin="${3:-$1}" path="" t0
+  local extra=("${@:4}")
   path="$(command -v "$bin" 2>/dev/null || true)"
   [[ -z "$path" && -x "${CARGO_HOME:-$HOME/.cargo}/bin/$bin" ]] && path="${CARGO_HOME:-$HOME/.cargo}/bin/$bin"
   if [[ -n "$path" ]] && _es_tool_has_version "$path" "$version"; then
@@ -468,7 +471,7 @@ es_ensure_cargo_tool() {
   t0="$(_es_now_ms)"
   # Native tool: use the normal (rustup) cargo, whatever wasm environment the caller may have.
   env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
-    cargo install "$name" --version "$version" </dev/null >&2 ||
+    cargo install "$name" --version "$version" "${extra[@]}" </dev/null >&2 ||
     { _es_err "cargo install $name --version $version failed"; return 1; }
   path="$(command -v "$bin" 2>/dev/null || printf '%s' "${CARGO_HOME:-$HOME/.cargo}/bin/$bin")"
   if ! _es_tool_has_version "$path" "$version"; then
