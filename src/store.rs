@@ -478,6 +478,7 @@ impl<B: Backend> SessionStore<B> {
                 .unwrap_or_default(),
             config.max_fields.to_string(),
             config.max_session_bytes.to_string(),
+            Self::ms(config.touch_interval),
         ];
         let storage = self.storage();
         args.extend(changes.script_args(&storage));

@@ -24,6 +24,7 @@ both_backends!(
     round_trips_per_operation,
     sliding_ttl_moves_on_read,
     touch_interval_throttles_the_slide,
+    touch_interval_throttles_a_write_slide,
     absolute_lifetime_caps_sliding,
     write_after_expiry_does_not_resurrect,
     regenerate_keeps_data_and_kills_the_old_token,
@@ -285,6 +286,47 @@ async fn touch_interval_throttles_the_slide(kind: Kind) {
     assert!(
         s.expires().as_millis() >= s.loaded_at().as_millis() + u64::try_from(after).unwrap() - 50
     );
+}
+
+async fn touch_interval_throttles_a_write_slide(kind: Kind) {
+    let mut config = short_lifetimes(30, 60);
+    config.touch_interval = Duration::from_secs(2);
+    let h = Harness::with_config(kind, config).await;
+    let token = sign_in(&h, None, "ann").await;
+    let key = h.store.layout().session(&token);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = h.pttl(&key);
+    h.redis.reset_stats();
+    let mut changes = Changes::new();
+    changes.incr("n", 1).unwrap();
+    let applied = h.store.apply(&token, &changes).await.unwrap();
+    assert_eq!(applied.increments, vec![1]);
+    let after = h.pttl(&key);
+    assert!(
+        after <= before,
+        "no slide inside the touch interval: {before} -> {after}"
+    );
+    let counts = h.redis.command_counts();
+    for slide_only in ["pexpireat", "zadd", "pfadd", "hset"] {
+        assert!(!counts.contains_key(slide_only), "{counts:?}");
+    }
+    let expires = applied.expires.as_millis();
+    let expected = applied.now.as_millis() + u64::try_from(after).unwrap();
+    assert!(
+        expires.abs_diff(expected) <= 50,
+        "the reply's expiry is the key's: {expires} vs {expected}"
+    );
+    // Past the interval, the next write slides again (and re-scores the
+    // user's device set).
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let before = h.pttl(&key);
+    let applied = h.store.apply(&token, &changes).await.unwrap();
+    assert_eq!(applied.increments, vec![2]);
+    let after = h.pttl(&key);
+    assert!(after > before + 1000, "slid: {before} -> {after}");
+    let devices = h.store.devices("ann").await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].expires, applied.expires);
 }
 
 async fn absolute_lifetime_caps_sliding(kind: Kind) {

@@ -25,6 +25,7 @@ both_backends!(
     audit_finds_and_fixes_a_broken_dataset,
     indexes_on_cluster_mode,
     indexed_write_costs_one_round_trip,
+    index_scores_stay_exact_between_slides,
     unindexed_field_is_refused,
 );
 
@@ -671,6 +672,67 @@ async fn indexed_write_costs_one_round_trip(kind: Kind) {
     h.store.counts("tenant", 10).await.unwrap();
     h.store.stats().await.unwrap();
     assert_eq!(h.trips() - before, 2, "one each");
+}
+
+/// A write inside the touch interval that adds no index entry does not
+/// slide, so it re-scores nothing and only drops the entries it ends; one that
+/// adds an entry slides, so every score is the session's exact expiry.
+async fn index_scores_stay_exact_between_slides(kind: Kind) {
+    let mut config = indexed_config();
+    config.touch_interval = Duration::from_secs(30);
+    let h = Harness::with_config(kind, config).await;
+    let token = session_with(
+        &h,
+        Some("ann"),
+        serde_json::json!({"tenant": "acme", "cart": ["p1", "p2"]}),
+    )
+    .await;
+    let key = h.store.layout().session(&token);
+    let sid = key.strip_prefix("es:s:").unwrap().to_owned();
+    let score = |set: &str| -> Option<f64> {
+        redis::cmd("ZSCORE")
+            .arg(set)
+            .arg(&sid)
+            .query(&mut h.inspect())
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pttl_before = h.pttl(&key);
+    let active_before = score("es:{g}:active").unwrap();
+    h.redis.reset_stats();
+    set(
+        &h,
+        &token,
+        serde_json::json!({"cart": ["p2"], "theme": "dark"}),
+    )
+    .await;
+    assert!(h.pttl(&key) <= pttl_before, "no slide");
+    let commands = h.redis.command_counts();
+    for slide_only in ["zadd", "pexpireat", "pfadd"] {
+        assert!(!commands.contains_key(slide_only), "{commands:?}");
+    }
+    assert!(query(&h, "cart", "p1").await.is_empty());
+    assert_eq!(query(&h, "cart", "p2").await, of(&[&token]));
+    assert_eq!(query(&h, "tenant", "acme").await, of(&[&token]));
+    assert_eq!(score("es:{g}:active"), Some(active_before));
+    assert_eq!(score("es:{g}:ix:cart:p2"), Some(active_before));
+
+    set(&h, &token, serde_json::json!({"tenant": "globex"})).await;
+    assert!(h.pttl(&key) > pttl_before, "a new entry slides");
+    assert_eq!(query(&h, "tenant", "globex").await, of(&[&token]));
+    assert!(query(&h, "tenant", "acme").await.is_empty());
+    assert_eq!(counts(&h, "tenant").await, count_map(&[("globex", 1)]));
+    let active = score("es:{g}:active").unwrap();
+    assert!(active > active_before);
+    for set in ["es:{g}:ix:tenant:globex", "es:{g}:ix:cart:p2"] {
+        assert_eq!(score(set), Some(active), "{set}");
+    }
+    let time: (String, String) = redis::cmd("TIME").query(&mut h.inspect()).unwrap();
+    let now_ms = time.0.parse::<f64>().unwrap() * 1000.0 + time.1.parse::<f64>().unwrap() / 1000.0;
+    #[allow(clippy::cast_precision_loss)]
+    let expiry = now_ms + h.pttl(&key) as f64;
+    assert!((active - expiry).abs() < 1000.0, "{active} vs {expiry}");
+    assert_every_key_has_a_ttl(&h);
 }
 
 async fn unindexed_field_is_refused(kind: Kind) {

@@ -1,4 +1,5 @@
--- edge-session: functions shared by every script (prepended to each one).
+-- edge-session: the library of every script. Its top-level statements are
+-- prepended to each script, with the functions the script uses (src/script.rs).
 --
 -- Session hash fields starting with "_" are metadata:
 --   _created, _seen, _abs (absolute expiry), all in ms since the epoch,
@@ -7,8 +8,6 @@
 -- Every other field is user data: one JSON text per field.
 -- Time always comes from the Redis server (TIME), never from the caller, so
 -- instances with skewed clocks agree.
-
-local META = { '_created', '_seen', '_abs', '_ver', '_user', '_ua', '_bnet', '_bua' }
 
 -- ARGV[1] is the context, five lines:
 --   1. the role of each key, one letter per key: s session hash, d its
@@ -21,25 +20,27 @@ local META = { '_created', '_seen', '_abs', '_ver', '_user', '_ua', '_bnet', '_b
 --   5. how many days daily statistics are kept.
 -- A role that is absent has no key (e.g. no device set for an anonymous
 -- session).
-local CTX = {}
-for line in string.gmatch(ARGV[1] .. '\n', '([^\n]*)\n') do
-  CTX[#CTX + 1] = line
+local ROLES, PREFIX, MODE, IXS, DAYS =
+  string.match(ARGV[1], '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
+if not ROLES then
+  return redis.error_reply('edge-session: malformed script context')
 end
 local K = {}
-for i = 1, #CTX[1] do
-  K[string.sub(CTX[1], i, i)] = KEYS[i]
+for i = 1, #ROLES do
+  K[string.sub(ROLES, i, i)] = KEYS[i]
 end
-local PREFIX = CTX[2] or 'es:'
-local CLUSTER = CTX[3] == 'c'
+local CLUSTER = MODE == 'c'
 local IX = {}
-for item in string.gmatch(CTX[4] or '', '[^,]+') do
-  if string.sub(item, -2) == '[]' then
-    IX[#IX + 1] = { field = string.sub(item, 1, -3), array = true }
-  else
-    IX[#IX + 1] = { field = item, array = false }
+if IXS ~= '' then
+  for item in string.gmatch(IXS, '[^,]+') do
+    if string.sub(item, -2) == '[]' then
+      IX[#IX + 1] = { field = string.sub(item, 1, -3), array = true }
+    else
+      IX[#IX + 1] = { field = item, array = false }
+    end
   end
 end
-local STAT_TTL = (tonumber(CTX[5]) or 30) * 86400000 + 86400000
+local STAT_TTL = (tonumber(DAYS) or 30) * 86400000 + 86400000
 -- Index values longer than this, and array elements past this count, are
 -- not indexed (bounded work per write).
 local MAX_IX_VALUE = 256
@@ -166,11 +167,12 @@ local function ix_values(text, array)
 end
 
 -- The index entries of a session as a set of "field\nvalue" strings;
--- `get(field)` returns a field's JSON text or nil.
-local function ix_entries(get)
+-- `fields` holds the session's JSON texts by field name (at least the
+-- indexed ones).
+local function ix_entries(fields)
   local set = {}
   for _, ix in ipairs(IX) do
-    for _, v in ipairs(ix_values(get(ix.field), ix.array)) do
+    for _, v in ipairs(ix_values(fields[ix.field], ix.array)) do
       set[ix.field .. '\n' .. v] = true
     end
   end
@@ -187,7 +189,7 @@ local function ix_of_key(key)
   for i, ix in ipairs(IX) do
     if values[i] then by[ix.field] = values[i] end
   end
-  return ix_entries(function(f) return by[f] end)
+  return ix_entries(by)
 end
 
 -- Moves a session's index entries from `before` to `after` (sets of
@@ -227,8 +229,9 @@ end
 
 -- Sets a session's expiry to the idle one (never past `abs`), records it in
 -- its device set, the active and seen indexes, and moves its field index
--- entries from `before` to what the session holds now. Returns the expiry.
-local function expire(key, set, handle, now, abs, idle, before)
+-- entries from `before` to `after` (what the session holds now; read from
+-- the hash when nil). Returns the expiry.
+local function expire(key, set, handle, now, abs, idle, before, after)
   local exp = math.min(now + idle, abs)
   redis.call('PEXPIREAT', key, exp)
   if set then
@@ -237,40 +240,61 @@ local function expire(key, set, handle, now, abs, idle, before)
   local sid = sid_of(key)
   gop('Z', 'active', sid, exp)
   gop('S', 'seen', sid, now, idle)
-  ix_sync(sid, before or {}, ix_of_key(key), exp)
+  ix_sync(sid, before or {}, after or ix_of_key(key), exp)
   return exp
 end
 
 -- Pushes the idle expiry forward, never past the absolute one. Writes only
 -- metadata (_seen) and TTLs: a touch never rewrites user data. A bound
 -- session counts its user as active today.
-local function slide(key, set, handle, now, abs, idle, before, user)
+local function slide(key, set, handle, now, abs, idle, before, user, after)
   redis.call('HSET', key, '_seen', now)
   if user and user ~= '' then
     gop('H', 'st:users:' .. day_of(now), user, 0, STAT_TTL)
   end
-  return expire(key, set, handle, now, abs, idle, before)
+  return expire(key, set, handle, now, abs, idle, before, after)
+end
+
+-- Whether a touch at `now` slides the expiry: a slide (with its index
+-- upkeep) runs at most once per touch interval, since the last one recorded
+-- in _seen. In between the expiry does not move, so every index score set by
+-- the last slide is still exact. `ttl` is the key's PTTL.
+local function slide_due(ttl, seen, now, interval)
+  return ttl < 0 or not seen or now - seen >= interval
+end
+
+-- Splits a flat HGETALL reply into its metadata (a table by name), its user
+-- fields (a table), their number and their size (names plus values).
+local function split_hash(flat)
+  local meta, fields, count, bytes = {}, {}, 0, 0
+  for i = 1, #flat, 2 do
+    local name, value = flat[i], flat[i + 1]
+    if string.sub(name, 1, 1) == '_' then
+      meta[name] = value
+    else
+      fields[name] = value
+      count = count + 1
+      bytes = bytes + #name + #value
+    end
+  end
+  return meta, fields, count, bytes
 end
 
 -- Checks a list of ops (ARGV[first..] as op, field, value triples; op is
 -- S = set JSON text, D = delete, I = increment by an integer) against the
--- current fields, without writing anything. `current(field)` returns a
--- field's value or nil; `count` is the number of user fields now and `bytes`
+-- current fields, without writing anything. `current` holds the current
+-- values by field name (a table); `count` is the number of user fields now and `bytes`
 -- their size (names plus stored values). Returns nil when the ops may run, or
 -- an error reply table: {4, count} past `max_fields`, {5, bytes} when the
 -- session would grow past `max_bytes`.
 local function check_ops(current, count, first, max_fields, bytes, max_bytes)
   local state, before_size = {}, {}
-  local function size(field, v)
-    if v then return #field + #v end
-    return 0
-  end
   for i = first, #ARGV, 3 do
     local op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     if state[field] == nil then
-      local v = current(field)
+      local v = current[field]
       state[field] = v or false
-      before_size[field] = size(field, v)
+      before_size[field] = v and #field + #v or 0
     end
     local before = state[field]
     if op == 'D' then
@@ -288,14 +312,15 @@ local function check_ops(current, count, first, max_fields, bytes, max_bytes)
         end
         local n = base + tonumber(value)
         if n > MAX_SAFE or n < -MAX_SAFE then return { 3, field } end
-        state[field] = tostring(n)
+        state[field] = string.format('%d', n)
       end
     end
   end
   if count > max_fields then return { 4, count } end
   local after = bytes
   for field, was in pairs(before_size) do
-    after = after + size(field, state[field]) - was
+    local now = state[field]
+    after = after + (now and #field + #now or 0) - was
   end
   if after > max_bytes and after > bytes then return { 5, after } end
   return nil
@@ -315,42 +340,6 @@ local function apply_ops(key, first)
     end
   end
   return results
-end
-
--- Number of user (non-metadata) fields in a hash.
-local function user_field_count(key)
-  local present = redis.call('HMGET', key, unpack(META))
-  local meta = 0
-  for i = 1, #META do
-    if present[i] then meta = meta + 1 end
-  end
-  return redis.call('HLEN', key) - meta
-end
-
--- Number and size (names plus stored values) of the user fields in a hash.
-local function user_size(key)
-  local count, bytes = 0, 0
-  for _, field in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(field, 1, 1) ~= '_' then
-      count = count + 1
-      bytes = bytes + #field + redis.call('HSTRLEN', key, field)
-    end
-  end
-  return count, bytes
-end
-
--- Splits a flat HGETALL reply into a table of user fields, their number and
--- their size (names plus values).
-local function user_fields(flat)
-  local fields, count, bytes = {}, 0, 0
-  for i = 1, #flat, 2 do
-    if string.sub(flat[i], 1, 1) ~= '_' then
-      fields[flat[i]] = flat[i + 1]
-      count = count + 1
-      bytes = bytes + #flat[i] + #flat[i + 1]
-    end
-  end
-  return fields, count, bytes
 end
 
 -- Creates a session hash holding `carried` user fields (a table) plus the ops

@@ -5,20 +5,17 @@
 local key, set, handle = K.s, K.d, ARGV[4]
 local now = now_ms()
 local flat = redis.call('HGETALL', key)
-local abs, seen, user
-for i = 1, #flat, 2 do
-  if flat[i] == '_abs' then abs = tonumber(flat[i + 1])
-  elseif flat[i] == '_seen' then seen = tonumber(flat[i + 1])
-  elseif flat[i] == '_user' then user = flat[i + 1] end
-end
+local meta, fields = split_hash(flat)
+local abs = tonumber(meta._abs)
 if not abs or abs <= now then
   bury(key, set, handle)
   return finish(false)
 end
 local exp
 local ttl = redis.call('PTTL', key)
-if ttl < 0 or not seen or now - seen >= tonumber(ARGV[3]) then
-  exp = slide(key, set, handle, now, abs, tonumber(ARGV[2]), nil, user)
+if slide_due(ttl, tonumber(meta._seen), now, tonumber(ARGV[3])) then
+  exp = slide(key, set, handle, now, abs, tonumber(ARGV[2]), nil, meta._user,
+    ix_entries(fields))
   for i = 1, #flat, 2 do
     if flat[i] == '_seen' then flat[i + 1] = tostring(now) end
   end

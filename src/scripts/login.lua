@@ -14,17 +14,12 @@ if redis.call('EXISTS', key) == 1 then
   return finish(replay(key, 12))
 end
 local now = now_ms()
-local flat = redis.call('HGETALL', K.o)
-local abs
-for i = 1, #flat, 2 do
-  if flat[i] == '_abs' then abs = tonumber(flat[i + 1]) end
+local meta, carried, count, bytes = split_hash(redis.call('HGETALL', K.o))
+local abs = tonumber(meta._abs)
+if not abs or abs <= now then
+  carried, count, bytes = {}, 0, 0
 end
-local carried, count, bytes = {}, 0, 0
-if abs and abs > now then
-  carried, count, bytes = user_fields(flat)
-end
-local function current(field) return carried[field] end
-local bad = check_ops(current, count, 12, tonumber(ARGV[7]), bytes, tonumber(ARGV[8]))
+local bad = check_ops(carried, count, 12, tonumber(ARGV[7]), bytes, tonumber(ARGV[8]))
 if bad then return finish(bad) end
 bury(K.o, K.p, ARGV[11])
 return finish(create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
