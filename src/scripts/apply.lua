@@ -24,27 +24,17 @@ local ver = tonumber(meta._ver) or 0
 if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= ver then
   return finish({ 2, ver })
 end
-local bad = check_ops(fields, count, FIRST, tonumber(ARGV[5]),
-  bytes, tonumber(ARGV[6]))
+local bad, state, incs = check_ops(fields, count, FIRST, tonumber(ARGV[5]), bytes,
+  tonumber(ARGV[6]))
 if bad then return finish(bad) end
 local before = ix_entries(fields)
-local results = apply_ops(key, FIRST)
-ver = redis.call('HINCRBY', key, '_ver', 1)
+ver = ver + 1
+write_ops(key, state, { '_ver', ver })
 -- Without indexes all three stay empty.
 local after, added, removed = before, before, before
 if #IX > 0 then
-  -- What the session holds now, for its index entries.
-  local n = 0
-  for i = FIRST, #ARGV, 3 do
-    local op, field = ARGV[i], ARGV[i + 1]
-    if op == 'S' then
-      fields[field] = ARGV[i + 2]
-    elseif op == 'D' then
-      fields[field] = nil
-    else
-      n = n + 1
-      fields[field] = string.format('%d', results[n])
-    end
+  for field, value in pairs(state) do
+    fields[field] = value or nil
   end
   after, added, removed = ix_entries(fields), {}, {}
   for e in pairs(after) do
@@ -62,8 +52,8 @@ if next(added) or slide_due(ttl, tonumber(meta._seen), now, tonumber(ARGV[7])) t
 else
   -- No slide: the entries the write kept are scored right already.
   exp = now + ttl
-  ix_sync(sid_of(key), removed, {}, exp)
+  if next(removed) then ix_sync(sid_of(key), removed, {}, exp) end
 end
 local reply = { 0, ver, exp, now, abs }
-for _, r in ipairs(results) do reply[#reply + 1] = r end
+for _, r in ipairs(incs) do reply[#reply + 1] = r end
 return finish(reply)

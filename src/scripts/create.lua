@@ -11,7 +11,7 @@ if redis.call('EXISTS', key) == 1 then
   return finish(replay(key, 11))
 end
 local now = now_ms()
-local bad = check_ops({}, 0, 11, tonumber(ARGV[7]), 0, tonumber(ARGV[8]))
+local bad, state, incs = check_ops({}, 0, 11, tonumber(ARGV[7]), 0, tonumber(ARGV[8]))
 if bad then return finish(bad) end
 return finish(create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[5], ARGV[6], { ARGV[9], ARGV[10] }, {}, 11))
+  ARGV[5], ARGV[6], { ARGV[9], ARGV[10] }, {}, state, incs))

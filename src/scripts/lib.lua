@@ -282,13 +282,17 @@ end
 
 -- Checks a list of ops (ARGV[first..] as op, field, value triples; op is
 -- S = set JSON text, D = delete, I = increment by an integer) against the
--- current fields, without writing anything. `current` holds the current
--- values by field name (a table); `count` is the number of user fields now and `bytes`
--- their size (names plus stored values). Returns nil when the ops may run, or
--- an error reply table: {4, count} past `max_fields`, {5, bytes} when the
--- session would grow past `max_bytes`.
+-- current fields, without writing anything, and works out their outcome
+-- (the script is atomic, so what it read is what the ops apply to).
+-- `current` holds the current values by field name (a table); `count` is the
+-- number of user fields now and `bytes` their size (names plus stored values).
+-- Returns an error reply table when the ops may not run: {3, field} for an
+-- increment of a non-integer or past 2^53, {4, count} past `max_fields`,
+-- {5, bytes} when the session would grow past `max_bytes`. Else nil, the final
+-- value of every field the ops touch (false: deleted) and the new values of
+-- the increments, in order.
 local function check_ops(current, count, first, max_fields, bytes, max_bytes)
-  local state, before_size = {}, {}
+  local state, before_size, incs = {}, {}, {}
   for i = first, #ARGV, 3 do
     local op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     if state[field] == nil then
@@ -313,6 +317,7 @@ local function check_ops(current, count, first, max_fields, bytes, max_bytes)
         local n = base + tonumber(value)
         if n > MAX_SAFE or n < -MAX_SAFE then return { 3, field } end
         state[field] = string.format('%d', n)
+        incs[#incs + 1] = n
       end
     end
   end
@@ -323,40 +328,54 @@ local function check_ops(current, count, first, max_fields, bytes, max_bytes)
     after = after + (now and #field + #now or 0) - was
   end
   if after > max_bytes and after > bytes then return { 5, after } end
-  return nil
+  return nil, state, incs
 end
 
--- Runs checked ops; returns the new values of the increments, in order.
-local function apply_ops(key, first)
-  local results = {}
-  for i = first, #ARGV, 3 do
-    local op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    if op == 'S' then
-      redis.call('HSET', key, field, value)
-    elseif op == 'D' then
-      redis.call('HDEL', key, field)
+-- Runs `cmd key items...` in as few calls as Lua's unpack allows.
+local function call_many(cmd, key, items)
+  for i = 1, #items, 2000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 1999, #items)))
+  end
+end
+
+-- Writes the outcome of checked ops (`state` from check_ops) with one HSET
+-- and one HDEL at most; `sets` holds more field, value pairs for the same
+-- HSET (metadata), before the ops' own.
+local function write_ops(key, state, sets)
+  local dels = {}
+  for field, value in pairs(state) do
+    if value then
+      sets[#sets + 1] = field
+      sets[#sets + 1] = value
     else
-      results[#results + 1] = redis.call('HINCRBY', key, field, value)
+      dels[#dels + 1] = field
     end
   end
-  return results
+  call_many('HDEL', key, dels)
+  call_many('HSET', key, sets)
 end
 
--- Creates a session hash holding `carried` user fields (a table) plus the ops
--- from ARGV[first..], which must have been checked. `bind` holds the binding
--- hashes {net, ua} ('' = not bound). Returns the reply table
+-- Creates a session hash holding `carried` user fields (a table) plus the
+-- outcome of checked ops (`state` and `incs` from check_ops). `bind` holds the
+-- binding hashes {net, ua} ('' = not bound). Returns the reply table
 -- {0, version, expiry, now, absolute, increments...}.
-local function create(key, set, handle, now, idle, absolute, user, ua, bind, carried, first)
+local function create(key, set, handle, now, idle, absolute, user, ua, bind, carried, state, incs)
   local abs = now + absolute
-  redis.call('HSET', key, '_created', now, '_seen', now, '_abs', abs, '_ver', 1)
-  if user ~= '' then redis.call('HSET', key, '_user', user) end
-  if ua ~= '' then redis.call('HSET', key, '_ua', ua) end
-  if bind[1] ~= '' then redis.call('HSET', key, '_bnet', bind[1]) end
-  if bind[2] ~= '' then redis.call('HSET', key, '_bua', bind[2]) end
-  for field, value in pairs(carried) do
-    redis.call('HSET', key, field, value)
+  local sets = { '_created', now, '_seen', now, '_abs', abs, '_ver', 1 }
+  local optional = { '_user', user, '_ua', ua, '_bnet', bind[1], '_bua', bind[2] }
+  for i = 1, #optional, 2 do
+    if optional[i + 1] ~= '' then
+      sets[#sets + 1] = optional[i]
+      sets[#sets + 1] = optional[i + 1]
+    end
   end
-  local results = apply_ops(key, first)
+  for field, value in pairs(carried) do
+    if state[field] == nil then
+      sets[#sets + 1] = field
+      sets[#sets + 1] = value
+    end
+  end
+  write_ops(key, state, sets)
   local exp = expire(key, set, handle, now, abs, idle, {})
   local day = day_of(now)
   gop('C', 'st:created:' .. day, '', 0, STAT_TTL)
@@ -365,7 +384,7 @@ local function create(key, set, handle, now, idle, absolute, user, ua, bind, car
     gop('H', 'st:users:' .. day, user, 0, STAT_TTL)
   end
   local reply = { 0, 1, exp, now, abs }
-  for _, r in ipairs(results) do reply[#reply + 1] = r end
+  for _, r in ipairs(incs) do reply[#reply + 1] = r end
   return reply
 end
 

@@ -19,8 +19,8 @@ local abs = tonumber(meta._abs)
 if not abs or abs <= now then
   carried, count, bytes = {}, 0, 0
 end
-local bad = check_ops(carried, count, 12, tonumber(ARGV[7]), bytes, tonumber(ARGV[8]))
+local bad, state, incs = check_ops(carried, count, 12, tonumber(ARGV[7]), bytes, tonumber(ARGV[8]))
 if bad then return finish(bad) end
 bury(K.o, K.p, ARGV[11])
 return finish(create(key, set, ARGV[4], now, tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[5], ARGV[6], { ARGV[9], ARGV[10] }, carried, 12))
+  ARGV[5], ARGV[6], { ARGV[9], ARGV[10] }, carried, state, incs))
