@@ -54,6 +54,9 @@ pub const MAX_SET_COOKIE_BYTES: usize = 4096;
 pub struct SessionToken {
     secret: [u8; SECRET_BYTES],
     user_tag: Option<UserTag>,
+    /// SHA-256 of the secret, computed once: the handle is needed several
+    /// times per request (the key, the script arguments, the device set).
+    digest: [u8; 32],
 }
 
 impl SessionToken {
@@ -61,13 +64,21 @@ impl SessionToken {
     pub fn generate(user_tag: Option<UserTag>) -> Self {
         let mut secret = [0u8; SECRET_BYTES];
         fill_random(&mut secret);
-        Self { secret, user_tag }
+        Self::with_secret(secret, user_tag)
+    }
+
+    fn with_secret(secret: [u8; SECRET_BYTES], user_tag: Option<UserTag>) -> Self {
+        Self {
+            secret,
+            user_tag,
+            digest: Sha256::digest(secret).into(),
+        }
     }
 
     /// A token with a chosen secret, for the fuzz targets
     /// ([`crate::fuzzing::token`]); real tokens come from [`Self::generate`].
     pub(crate) fn from_secret(secret: [u8; SECRET_BYTES], user_tag: Option<UserTag>) -> Self {
-        Self { secret, user_tag }
+        Self::with_secret(secret, user_tag)
     }
 
     /// The non-secret handle of the session: hex SHA-256 of the secret.
@@ -76,7 +87,7 @@ impl SessionToken {
     /// and it is what the origin sees as `x-session-id`. It cannot be turned
     /// back into a cookie.
     pub fn handle(&self) -> SessionHandle {
-        SessionHandle(hex::encode(Sha256::digest(self.secret)))
+        SessionHandle(hex::encode(self.digest))
     }
 
     /// The user tag the session is stored under, if it is bound to a user.
@@ -465,7 +476,7 @@ impl CookieCodec {
         };
         let secret: [u8; SECRET_BYTES] = URL_SAFE_NO_PAD.decode(secret).ok()?.try_into().ok()?;
         Some(VerifiedCookie {
-            token: SessionToken { secret, user_tag },
+            token: SessionToken::with_secret(secret, user_tag),
             needs_resign: index != 0,
         })
     }
