@@ -532,7 +532,7 @@ pub struct DeviceSession {
     pub handle: SessionHandle,
     /// When it was created (ms since the epoch).
     pub created: Timestamp,
-    /// When it was last seen.
+    /// When it was last seen (its last slide: to within the touch interval).
     pub last_seen: Timestamp,
     /// Its idle expiry.
     pub expires: Timestamp,

@@ -2,7 +2,8 @@
 -- prepended to each script, with the functions the script uses (src/script.rs).
 --
 -- Session hash fields starting with "_" are metadata:
---   _created, _seen, _abs (absolute expiry), all in ms since the epoch,
+--   _created, _seen (the last slide), _abs (absolute expiry), all in ms since
+--   the epoch,
 --   _ver (data version), _user (bound user id), _ua (user agent),
 --   _bnet, _bua (binding hashes of the client's network and user agent).
 -- Every other field is user data: one JSON text per field.
