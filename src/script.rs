@@ -89,10 +89,12 @@ fn lib_parts() -> &'static [LibPart] {
     })
 }
 
-/// The identifiers in Lua text (names, keywords; comments included, which can
-/// only add a function that is not needed).
+/// The identifiers in Lua code (names and keywords), comments left out: each
+/// line is cut at its first `--` (no script has `--` inside a string).
 fn identifiers(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+    text.lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .flat_map(|code| code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|w| !w.is_empty())
 }
 
@@ -360,6 +362,14 @@ mod tests {
                     "{}: {name} defined {defined}",
                     script.name()
                 );
+            }
+        }
+        // `identifiers` cuts lines at `--`: no `--` may sit inside a string.
+        for text in ALL.iter().map(|s| s.body).chain([LIB]) {
+            for line in text.lines() {
+                let code = line.split_once("--").map_or(line, |(code, _)| code);
+                let quotes = code.matches(['\'', '"']).count();
+                assert!(quotes % 2 == 0, "`--` inside a string: {line}");
             }
         }
         assert!(!APPLY.source().contains("local function ix_counts("));
