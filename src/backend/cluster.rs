@@ -27,7 +27,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
-use super::direct::{convert, to_cmd, to_pipeline};
+use super::direct::{Boxed, convert, query, to_cmd, to_pipeline};
 use super::{Backend, Command, Reply, Retry, Value};
 use crate::error::{Error, Result};
 use crate::platform::{sleep, with_timeout};
@@ -139,10 +139,7 @@ impl ClusterBackend {
     /// `MULTI`/`EXEC` on the node of the first key (all keys in one slot).
     async fn transaction_once(&self, commands: &[Command]) -> Result<Vec<Reply>> {
         let pipe = to_pipeline(commands, true);
-        let values: Vec<redis::Value> = pipe.query_async(&mut self.connection.clone()).await?;
-        if values.len() != commands.len() {
-            return Err(Error::protocol("wrong number of replies"));
-        }
+        let values = query(self.connection.clone(), &pipe, commands.len()).await?;
         Ok(values.into_iter().map(convert).collect())
     }
 
@@ -163,11 +160,7 @@ impl ClusterBackend {
         }
         let grouped = join_all(slots.iter().map(|(_, members)| async move {
             let pipe = to_pipeline(members.iter().map(|&i| &commands[i]), false);
-            let values: Vec<redis::Value> = pipe.query_async(&mut self.connection.clone()).await?;
-            if values.len() != members.len() {
-                return Err(Error::protocol("wrong number of replies"));
-            }
-            Ok::<_, Error>(values)
+            query(self.connection.clone(), &pipe, members.len()).await
         }));
         let single = join_all(alone.iter().map(|&i| async move {
             let cmd = to_cmd(&commands[i]);
@@ -338,12 +331,6 @@ fn target(command: &Command) -> Target {
 type Connecting = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<ClusterConnection>> + Send + 'static>,
 >;
-
-/// The batch future, boxed: its type is deep enough (client futures within
-/// futures) to overflow the trait solver where callers check `Send` through
-/// many layers (an axum handler over `AnyBackend`).
-type Boxed<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Reply>>> + Send + 'a>>;
 
 impl Backend for ClusterBackend {
     async fn pipeline(&self, commands: &[Command], retry: Retry) -> Result<Vec<Reply>> {

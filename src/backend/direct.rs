@@ -73,18 +73,9 @@ impl DirectBackend {
         let pipe = to_pipeline(commands, atomic);
         let mut attempt = 0;
         loop {
-            let mut connection = self.connection.clone();
-            let result = with_timeout(self.timeout, async {
-                Ok(pipe
-                    .query_async::<Vec<redis::Value>>(&mut connection)
-                    .await?)
-            })
-            .await;
+            let result = send(self.connection.clone(), &pipe, commands.len(), self.timeout).await;
             match result {
-                Ok(values) if values.len() == commands.len() => {
-                    return Ok(values.into_iter().map(convert).collect());
-                }
-                Ok(_) => return Err(Error::protocol("wrong number of replies")),
+                Ok(replies) => return Ok(replies),
                 Err(error) => {
                     if retry != Retry::Idempotent
                         || !error.is_retryable()
@@ -99,6 +90,37 @@ impl DirectBackend {
         }
     }
 }
+
+/// Sends `pipe`, built from `count` commands, on `connection`: one value per
+/// command, or an error (a wrong count is a protocol error, never retried).
+pub(super) async fn query<C: redis::aio::ConnectionLike + Send>(
+    mut connection: C,
+    pipe: &redis::Pipeline,
+    count: usize,
+) -> Result<Vec<redis::Value>> {
+    let values: Vec<redis::Value> = pipe.query_async(&mut connection).await?;
+    if values.len() != count {
+        return Err(Error::protocol("wrong number of replies"));
+    }
+    Ok(values)
+}
+
+/// [`query`] within `timeout`, with the values as replies.
+pub(super) async fn send<C: redis::aio::ConnectionLike + Send>(
+    connection: C,
+    pipe: &redis::Pipeline,
+    count: usize,
+    timeout: Duration,
+) -> Result<Vec<Reply>> {
+    let values = with_timeout(timeout, query(connection, pipe, count)).await?;
+    Ok(values.into_iter().map(convert).collect())
+}
+
+/// The batch future of a backend, boxed: its type is deep enough (client
+/// futures within futures) to overflow the trait solver where callers check
+/// `Send` through many layers (an axum handler over `AnyBackend`).
+pub(super) type Boxed<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Reply>>> + Send + 'a>>;
 
 /// `command` as a `redis` crate command.
 pub(super) fn to_cmd(command: &Command) -> redis::Cmd {

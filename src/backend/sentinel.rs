@@ -23,7 +23,7 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
-use super::direct::{convert, to_pipeline};
+use super::direct::{Boxed, send, to_pipeline};
 use super::{Backend, Command, Reply, Retry};
 use crate::error::{Error, Result};
 use crate::platform::{sleep, with_timeout};
@@ -191,16 +191,15 @@ impl SentinelBackend {
                 }
                 Err(error) => return Err(error),
             };
-            let result = with_timeout(self.shared.timeout, async {
-                let mut connection = current.connection.clone();
-                Ok(pipe
-                    .query_async::<Vec<redis::Value>>(&mut connection)
-                    .await?)
-            })
+            let result = send(
+                current.connection.clone(),
+                &pipe,
+                commands.len(),
+                self.shared.timeout,
+            )
             .await;
             match result {
-                Ok(values) if values.len() == commands.len() => {
-                    let replies: Vec<Reply> = values.into_iter().map(convert).collect();
+                Ok(replies) => {
                     let readonly = replies.iter().filter(|r| is_readonly(r)).count();
                     if readonly == 0 {
                         return Ok(replies);
@@ -213,7 +212,6 @@ impl SentinelBackend {
                         return Ok(replies);
                     }
                 }
-                Ok(_) => return Err(Error::protocol("wrong number of replies")),
                 Err(error) => {
                     let readonly =
                         matches!(&error, Error::Direct(e) if e.code() == Some("READONLY"));
@@ -235,12 +233,6 @@ impl SentinelBackend {
 fn is_readonly(reply: &Reply) -> bool {
     matches!(reply, Err(e) if e.code() == "READONLY")
 }
-
-/// The batch future, boxed: its type is deep enough (client futures within
-/// futures) to overflow the trait solver where callers check `Send` through
-/// many layers (an axum handler over `AnyBackend`).
-type Boxed<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Reply>>> + Send + 'a>>;
 
 impl Backend for SentinelBackend {
     async fn pipeline(&self, commands: &[Command], retry: Retry) -> Result<Vec<Reply>> {
