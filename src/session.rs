@@ -556,6 +556,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A loaded session holding `fields` (stored texts) and `undecodable`
+    /// (field: reason).
+    fn session_of(
+        fields: BTreeMap<String, String>,
+        undecodable: BTreeMap<String, String>,
+    ) -> Session {
+        Session {
+            handle: SessionHandle::parse(&"a".repeat(64)).unwrap(),
+            user: None,
+            created: Timestamp(1),
+            last_seen: Timestamp(1),
+            expires: Timestamp(2),
+            absolute_expiry: Timestamp(3),
+            loaded_at: Timestamp(1),
+            version: 1,
+            user_agent: None,
+            fields,
+            undecodable,
+            binding: Binding::default(),
+        }
+    }
+
     #[test]
     fn field_names_are_checked() {
         for bad in ["", "_ver", "a\nb", &"x".repeat(300)] {
@@ -597,20 +619,7 @@ mod tests {
         let mut fields = BTreeMap::new();
         fields.insert("good".to_owned(), "[1]".to_owned());
         fields.insert("bad".to_owned(), "{oops".to_owned());
-        let s = Session {
-            handle: SessionHandle::parse(&"a".repeat(64)).unwrap(),
-            user: None,
-            created: Timestamp(1),
-            last_seen: Timestamp(1),
-            expires: Timestamp(2),
-            absolute_expiry: Timestamp(3),
-            loaded_at: Timestamp(1),
-            version: 1,
-            user_agent: None,
-            fields,
-            undecodable: BTreeMap::new(),
-            binding: Binding::default(),
-        };
+        let s = session_of(fields, BTreeMap::new());
         let (data, invalid) = s.data();
         assert_eq!(data.get("good"), Some(&serde_json::json!([1])));
         assert_eq!(invalid, ["bad"]);
@@ -684,20 +693,7 @@ mod tests {
         fields.insert("blob".to_owned(), "~z:AAAA".to_owned());
         let mut undecodable = BTreeMap::new();
         undecodable.insert("blob".to_owned(), "does not inflate".to_owned());
-        let s = Session {
-            handle: SessionHandle::parse(&"b".repeat(64)).unwrap(),
-            user: None,
-            created: Timestamp(1),
-            last_seen: Timestamp(1),
-            expires: Timestamp(2),
-            absolute_expiry: Timestamp(3),
-            loaded_at: Timestamp(1),
-            version: 1,
-            user_agent: None,
-            fields,
-            undecodable,
-            binding: Binding::default(),
-        };
+        let s = session_of(fields, undecodable);
         let e = s.get::<serde_json::Value>("blob").unwrap_err();
         assert!(matches!(e, Error::Decode { .. }));
         assert!(

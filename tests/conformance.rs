@@ -51,16 +51,6 @@ fn short_lifetimes(idle_secs: u64, absolute_secs: u64) -> SessionConfig {
     config
 }
 
-/// Signs `user` in, from the session of `current` if given.
-async fn sign_in(h: &Harness, current: Option<&SessionToken>, user: &str) -> SessionToken {
-    let client = ClientInfo::default();
-    h.store
-        .login(current, user, &Changes::new(), &client)
-        .await
-        .unwrap()
-        .0
-}
-
 async fn new_session(h: &Harness, field: &str, value: serde_json::Value) -> SessionToken {
     let mut changes = Changes::new();
     changes.set_json(field, &value).unwrap();
@@ -292,7 +282,7 @@ async fn touch_interval_throttles_a_write_slide(kind: Kind) {
     let mut config = short_lifetimes(30, 60);
     config.touch_interval = Duration::from_secs(2);
     let h = Harness::with_config(kind, config).await;
-    let token = sign_in(&h, None, "ann").await;
+    let token = h.sign_in(None, "ann").await;
     let key = h.store.layout().session(&token);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let before = h.pttl(&key);
@@ -479,7 +469,7 @@ async fn cluster_mode_login_moves_data_in_two_steps(kind: Kind) {
     h.store.preload_scripts().await.unwrap();
     let anon = new_session(&h, "cart", serde_json::json!([1, 2])).await;
     let before = h.trips();
-    let token = sign_in(&h, Some(&anon), "carol").await;
+    let token = h.sign_in(Some(&anon), "carol").await;
     assert_eq!(
         h.trips() - before,
         3,
@@ -490,7 +480,7 @@ async fn cluster_mode_login_moves_data_in_two_steps(kind: Kind) {
     assert_eq!(s.get::<Vec<i64>>("cart").unwrap().unwrap(), [1, 2]);
     // Same user again: same slot, one step (and its global updates).
     let before = h.trips();
-    let again = sign_in(&h, Some(&token), "carol").await;
+    let again = h.sign_in(Some(&token), "carol").await;
     assert_eq!(h.trips() - before, 2);
     assert!(h.store.load(&token).await.unwrap().is_none());
     assert_eq!(h.store.devices("carol").await.unwrap().len(), 1);
@@ -516,7 +506,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
             .unwrap();
         tokens.push(t);
     }
-    let eve = sign_in(&h, None, "eve").await;
+    let eve = h.sign_in(None, "eve").await;
     let devices = h.store.devices("dave").await.unwrap();
     assert_eq!(devices.len(), 4);
     let agents: BTreeSet<_> = devices
@@ -552,7 +542,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
     assert_eq!(h.store.devices("dave").await.unwrap().len(), 1);
 
     // A stale entry (session deleted behind our back) is never listed and is pruned.
-    let t5 = sign_in(&h, None, "dave").await;
+    let t5 = h.sign_in(None, "dave").await;
     let _: () = redis::cmd("DEL")
         .arg(h.store.layout().session(&t5))
         .query(&mut h.inspect())
@@ -568,7 +558,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
 
     // Logout everywhere through the request flow.
     let header = cookie_header(&h.store.cookies().set_cookie(&tokens[1], 60));
-    sign_in(&h, None, "dave").await;
+    h.sign_in(None, "dave").await;
     let mut request = h
         .store
         .begin(Some(&header), ClientInfo::default())
@@ -586,7 +576,7 @@ async fn device_list_revoke_one_others_and_all(kind: Kind) {
 
 async fn logout_destroys_and_clears_the_cookie(kind: Kind) {
     let h = Harness::start(kind).await;
-    let token = sign_in(&h, None, "frank").await;
+    let token = h.sign_in(None, "frank").await;
     let header = cookie_header(&h.store.cookies().set_cookie(&token, 60));
     let mut request = h
         .store
@@ -855,7 +845,7 @@ async fn undecodable_field_is_reported(kind: Kind) {
 
 async fn token_is_hashed_at_rest(kind: Kind) {
     let h = Harness::start(kind).await;
-    let token = sign_in(&h, None, "grace").await;
+    let token = h.sign_in(None, "grace").await;
     let cookie = h.store.cookies().sign(&token);
     let secret = cookie.split('.').nth(2).unwrap().to_owned();
     let mut dump = String::new();
@@ -1009,10 +999,10 @@ async fn check_active_count(h: &Harness) {
         tokens.push(new_session(h, "i", serde_json::json!(i)).await);
     }
     assert_eq!(h.store.active_sessions().await.unwrap(), 12);
-    let alice = sign_in(h, Some(&tokens[0]), "alice").await;
-    sign_in(h, Some(&tokens[1]), "bob").await;
-    sign_in(h, Some(&tokens[2]), "bob").await;
-    sign_in(h, None, "bob").await;
+    let alice = h.sign_in(Some(&tokens[0]), "alice").await;
+    h.sign_in(Some(&tokens[1]), "bob").await;
+    h.sign_in(Some(&tokens[2]), "bob").await;
+    h.sign_in(None, "bob").await;
     h.store.destroy(&tokens[3]).await.unwrap();
     h.store.load(&alice).await.unwrap().unwrap();
     let mut changes = Changes::new();

@@ -152,11 +152,7 @@ async fn index_follows_set_delete_regenerate_logout_and_expiry(kind: Kind) {
     assert!(query(&h, "cart", "7").await.is_empty());
 
     // Regeneration moves the entries to the new session.
-    let (alice, _) = h
-        .store
-        .login(Some(&s2), "alice", &Changes::new(), &ClientInfo::default())
-        .await
-        .unwrap();
+    let alice = h.sign_in(Some(&s2), "alice").await;
     assert_eq!(query(&h, "tenant", "acme").await, of(&[&alice]));
     let summary = h.store.query("tenant", "acme", 0, 10).await.unwrap();
     assert_eq!(summary.sessions[0].user.as_deref(), Some("alice"));
@@ -311,15 +307,7 @@ async fn counts_after_churn_match_a_brute_force_count(kind: Kind) {
                     }
                     2 | 3 => set(h, t, serde_json::json!({"tenant": "moved"})).await,
                     4 => {
-                        h.store
-                            .login(
-                                Some(t),
-                                &format!("u{i}"),
-                                &Changes::new(),
-                                &ClientInfo::default(),
-                            )
-                            .await
-                            .unwrap();
+                        h.sign_in(Some(t), &format!("u{i}")).await;
                     }
                     _ => {}
                 }
@@ -365,10 +353,7 @@ async fn analytics_match_a_brute_force_count(kind: Kind) {
     let users = ["ann", "bob", "cy", "dee", "eve"];
     for i in 0..12 {
         let from = (i < 6).then(|| &anonymous[i]);
-        h.store
-            .login(from, users[i % 5], &Changes::new(), &ClientInfo::default())
-            .await
-            .unwrap();
+        h.sign_in(from, users[i % 5]).await;
     }
     h.store.destroy(&anonymous[29]).await.unwrap();
     let stats = h.store.stats().await.unwrap();
@@ -612,11 +597,7 @@ async fn indexes_on_cluster_mode(kind: Kind) {
     .await;
     let other = session_with(&h, None, serde_json::json!({"tenant": "acme"})).await;
     set(&h, &other, serde_json::json!({"tenant": "globex"})).await;
-    let (bob, _) = h
-        .store
-        .login(Some(&anon), "bob", &Changes::new(), &ClientInfo::default())
-        .await
-        .unwrap();
+    let bob = h.sign_in(Some(&anon), "bob").await;
     assert_eq!(query(&h, "tenant", "acme").await, of(&[&bob]));
     assert_eq!(query(&h, "cart", "p1").await, of(&[&bob]));
     assert_eq!(

@@ -150,16 +150,7 @@ async fn large_values_are_stored_compressed_and_read_back(kind: Kind) {
     changes.set("cart", &bigger).unwrap();
     h.store.apply(&token, &changes).await.unwrap();
     assert!(strlen(&h, &token, "cart") * 4 < bigger.to_string().len());
-    let (user_token, _) = h
-        .store
-        .login(
-            Some(&token),
-            "alice",
-            &Changes::new(),
-            &ClientInfo::default(),
-        )
-        .await
-        .unwrap();
+    let user_token = h.sign_in(Some(&token), "alice").await;
     let session = h.store.load(&user_token).await.unwrap().unwrap();
     assert_eq!(session.get::<Value>("cart").unwrap(), Some(bigger));
     assert!(stored(&h, &user_token, "cart").unwrap().starts_with("~z:"));
@@ -700,16 +691,7 @@ async fn gateway_sends_inflated_data_and_stores_compressed(kind: Kind) {
     assert_eq!(data["theme"], "dark");
 
     // The browser API shows the same data.
-    let (user_token, _) = h
-        .store
-        .login(
-            Some(&token),
-            "carol",
-            &Changes::new(),
-            &ClientInfo::default(),
-        )
-        .await
-        .unwrap();
+    let user_token = h.sign_in(Some(&token), "carol").await;
     let cookie = format!("__Host-session={}", h.store.cookies().sign(&user_token));
     let response = gateway
         .handle(get("/_session", Some(&cookie)).body(Bytes::new()).unwrap())

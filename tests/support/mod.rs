@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use edge_session::backend::{Command as RedisCommand, Reply, Retry};
-use edge_session::{AnyBackend, Backend, KeyRing, SessionConfig, SessionStore};
+use edge_session::{
+    AnyBackend, Backend, Changes, ClientInfo, KeyRing, SessionConfig, SessionStore, SessionToken,
+};
 
 pub mod cluster;
 
@@ -395,6 +397,16 @@ impl Harness {
             .arg(key)
             .query(&mut self.inspect())
             .unwrap()
+    }
+
+    /// Signs `user` in, from the session of `current` if given, with no
+    /// other change: the new session's token.
+    pub async fn sign_in(&self, current: Option<&SessionToken>, user: &str) -> SessionToken {
+        self.store
+            .login(current, user, &Changes::new(), &ClientInfo::default())
+            .await
+            .unwrap()
+            .0
     }
 }
 
