@@ -5,19 +5,14 @@
 -- Keys: s old session hash, d its device set (when bound).
 -- ARGV[2] old handle
 local now = now_ms()
-local flat = redis.call('HGETALL', K.s)
+local meta, fields = split_hash(redis.call('HGETALL', K.s))
 bury(K.s, K.d, ARGV[2])
-local abs
-for i = 1, #flat, 2 do
-  if flat[i] == '_abs' then abs = tonumber(flat[i + 1]) end
-end
+local abs = tonumber(meta._abs)
 local out = {}
 if abs and abs > now then
-  for i = 1, #flat, 2 do
-    if string.sub(flat[i], 1, 1) ~= '_' then
-      out[#out + 1] = flat[i]
-      out[#out + 1] = flat[i + 1]
-    end
+  for field, value in pairs(fields) do
+    out[#out + 1] = field
+    out[#out + 1] = value
   end
 end
 return finish(out)
