@@ -73,11 +73,16 @@ impl Rig {
     }
 }
 
-fn get(path: &str, cookie: Option<&str>) -> Request<Bytes> {
+pub(crate) fn get(path: &str, cookie: Option<&str>) -> Request<Bytes> {
     request(Method::GET, path, cookie, Bytes::new())
 }
 
-fn request(method: Method, path: &str, cookie: Option<&str>, body: Bytes) -> Request<Bytes> {
+pub(crate) fn request(
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    body: Bytes,
+) -> Request<Bytes> {
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
@@ -90,7 +95,7 @@ fn request(method: Method, path: &str, cookie: Option<&str>, body: Bytes) -> Req
 }
 
 /// `POST /api/instruct`: the demo origin answers with these instructions.
-fn instruct(cookie: Option<&str>, instructions: Value) -> Request<Bytes> {
+pub(crate) fn instruct(cookie: Option<&str>, instructions: Value) -> Request<Bytes> {
     let mut r = request(
         Method::POST,
         "/api/instruct",
@@ -102,11 +107,11 @@ fn instruct(cookie: Option<&str>, instructions: Value) -> Request<Bytes> {
     r
 }
 
-fn json_body(response: &Response<Bytes>) -> Value {
+pub(crate) fn json_body(response: &Response<Bytes>) -> Value {
     serde_json::from_slice(response.body()).unwrap_or(Value::Null)
 }
 
-fn set_cookie(response: &Response<Bytes>) -> Option<String> {
+pub(crate) fn set_cookie(response: &Response<Bytes>) -> Option<String> {
     response
         .headers()
         .get_all("set-cookie")

@@ -23,10 +23,11 @@ use edge_session::{
     AnyBackend, Backend as _, Changes, ClientInfo, KeyRing, SessionStore, SessionToken,
 };
 use futures::StreamExt as _;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use upstash_local::Fault;
 
+use crate::gateway::{get, instruct, json_body, set_cookie};
 use crate::support::{Kind, REST_TOKEN, SECRETS, free_port, test_config};
 
 /// Per-attempt timeout of the backends under test.
@@ -331,48 +332,6 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn request(method: Method, path: &str, cookie: Option<&str>, body: Bytes) -> Request<Bytes> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "shop.example")
-        .header("user-agent", "outage-test/1");
-    if let Some(cookie) = cookie {
-        builder = builder.header("cookie", cookie);
-    }
-    builder.body(body).unwrap()
-}
-
-fn get(path: &str, cookie: Option<&str>) -> Request<Bytes> {
-    request(Method::GET, path, cookie, Bytes::new())
-}
-
-/// `POST /api/instruct`: the demo origin answers with these instructions.
-fn instruct(cookie: Option<&str>, instructions: Value) -> Request<Bytes> {
-    let mut r = request(
-        Method::POST,
-        "/api/instruct",
-        cookie,
-        Bytes::from(instructions.to_string()),
-    );
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r
-}
-
-fn json_body(response: &Response<Bytes>) -> Value {
-    serde_json::from_slice(response.body()).unwrap_or(Value::Null)
-}
-
-fn set_cookie(response: &Response<Bytes>) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("__Host-session="))
 }
 
 fn header<'r>(response: &'r Response<Bytes>, name: &str) -> Option<&'r str> {
