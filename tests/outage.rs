@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use upstash_local::Fault;
 
 use crate::gateway::{get, instruct, json_body, set_cookie};
-use crate::support::{Kind, REST_TOKEN, SECRETS, free_port, test_config};
+use crate::support::{Kind, REST_TOKEN, SECRETS, free_port, test_config, wait_ready};
 
 /// Per-attempt timeout of the backends under test.
 const TIMEOUT: Duration = Duration::from_millis(400);
@@ -88,20 +88,13 @@ impl AofRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return false;
-            }
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut c) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let url = self.url();
+        let child = self.child.insert(child);
+        if wait_ready(child, &url, Duration::from_secs(15)) {
+            return true;
+        }
+        if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+            self.child = None;
         }
         false
     }

@@ -112,20 +112,9 @@ impl RedisServer {
     }
 
     fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false; // port taken or bad flags: try another port
-            }
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut c) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        // False: the port was taken or the flags are bad; try another port.
+        let url = self.url();
+        wait_ready(&mut self.child, &url, Duration::from_secs(10))
     }
 
     pub fn url(&self) -> String {
@@ -408,6 +397,25 @@ impl Harness {
             .unwrap()
             .0
     }
+}
+
+/// Waits up to `limit` until the redis-server `child` answers PING at `url`;
+/// false when it exits first or never answers.
+pub fn wait_ready(child: &mut Child, url: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(client) = redis::Client::open(url)
+            && let Ok(mut c) = client.get_connection()
+            && redis::cmd("PING").query::<String>(&mut c).is_ok()
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// The local Upstash-compatible endpoint in front of `redis`, on a free port.
