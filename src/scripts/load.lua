@@ -5,17 +5,28 @@
 local key, set, handle = K.s, K.d, ARGV[4]
 local now = now_ms()
 local flat = redis.call('HGETALL', key)
-local meta, fields = split_hash(flat)
-local abs = tonumber(meta._abs)
+-- Only the metadata a read needs: no tables on the hot path (a read that
+-- does not slide is most reads).
+local abs, seen, user
+for i = 1, #flat, 2 do
+  local name = flat[i]
+  if name == '_abs' then abs = tonumber(flat[i + 1])
+  elseif name == '_seen' then seen = tonumber(flat[i + 1])
+  elseif name == '_user' then user = flat[i + 1] end
+end
 if not abs or abs <= now then
   bury(key, set, handle)
   return finish(false)
 end
 local exp
 local ttl = redis.call('PTTL', key)
-if slide_due(ttl, tonumber(meta._seen), now, tonumber(ARGV[3])) then
-  exp = slide(key, set, handle, now, abs, tonumber(ARGV[2]), nil, meta._user,
-    ix_entries(fields))
+if slide_due(ttl, seen, now, tonumber(ARGV[3])) then
+  local entries = {}
+  if #IX > 0 then
+    local _, fields = split_hash(flat)
+    entries = ix_entries(fields)
+  end
+  exp = slide(key, set, handle, now, abs, tonumber(ARGV[2]), nil, user, entries)
   for i = 1, #flat, 2 do
     if flat[i] == '_seen' then flat[i + 1] = tostring(now) end
   end
