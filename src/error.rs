@@ -138,6 +138,25 @@ pub enum Error {
     #[error("redis connection error")]
     Direct(#[source] redis::RedisError),
 
+    /// The origin behind the gateway could not be reached, or failed before
+    /// its response head (answered `502 origin_unavailable`).
+    #[error("the origin could not be reached: {reason}")]
+    Origin {
+        /// What failed.
+        reason: String,
+        /// The underlying error, if there is one that can be kept.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// The origin did not accept the connection or send its response head
+    /// in time (answered `504 origin_timeout`).
+    #[error("the origin did not answer within {ms} ms")]
+    OriginTimeout {
+        /// The timeout that elapsed, in milliseconds.
+        ms: u64,
+    },
+
     /// The backend did not answer within the configured time.
     #[error("the session store did not answer within {ms} ms")]
     Timeout {

@@ -33,11 +33,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode, request::Parts};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::{ErrorCode, Gateway, Upstream, append_set_cookie, error_response, json_response};
+use super::Gateway;
+use super::headers::append_set_cookie;
+use super::respond::{ErrorCode, error_response, json_response};
 use crate::backend::Backend;
 use crate::cookie::SessionHandle;
 use crate::request::{Logout, RequestSession};
@@ -102,12 +104,12 @@ fn device_json(d: &DeviceSession, current: Option<&SessionHandle>) -> serde_json
     })
 }
 
-impl<B: Backend, U: Upstream> Gateway<B, U> {
-    pub(super) async fn api(&self, request: Request<Bytes>, rest: &str) -> Response<Bytes> {
+impl<B: Backend> Gateway<B> {
+    pub(super) async fn api(&self, request: &Parts, rest: &str) -> Response<Bytes> {
         let Some(route) = route(rest) else {
             return error_response(ErrorCode::NotFound, "no such API route");
         };
-        if !route.methods().contains(request.method()) {
+        if !route.methods().contains(&request.method) {
             let mut response = error_response(
                 ErrorCode::MethodNotAllowed,
                 "method not allowed on this route",
@@ -119,26 +121,26 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             return response;
         }
         match route {
-            Route::AdminUserSessions(user) => self.admin_user(&request, user).await,
-            Route::Admin(analytics) => self.admin_analytics(&request, analytics).await,
-            route => self.browser(&request, route).await,
+            Route::AdminUserSessions(user) => self.admin_user(request, user).await,
+            Route::Admin(analytics) => self.admin_analytics(request, analytics).await,
+            route => self.browser(request, route).await,
         }
     }
 
-    async fn browser(&self, request: &Request<Bytes>, route: Route<'_>) -> Response<Bytes> {
-        if request.method() != Method::GET && !self.same_origin(request) {
+    async fn browser(&self, request: &Parts, route: Route<'_>) -> Response<Bytes> {
+        if request.method != Method::GET && !self.same_origin(request) {
             return error_response(
                 ErrorCode::CrossOrigin,
                 "state-changing session calls must come from the same origin",
             );
         }
-        let headers = request.headers();
+        let headers = &request.headers;
         let cookie = super::cookie_header(headers);
         let session = match self
             .store()
             .begin(
                 cookie.as_deref(),
-                self.client_of(headers, request.extensions()),
+                self.client_of(headers, &request.extensions),
             )
             .await
         {
@@ -216,8 +218,8 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
 
     /// The CSRF check: `Sec-Fetch-Site: same-origin`, or (for browsers that do
     /// not send it) an `Origin` equal to the gateway's own or a trusted one.
-    fn same_origin(&self, request: &Request<Bytes>) -> bool {
-        let headers = request.headers();
+    fn same_origin(&self, request: &Parts) -> bool {
+        let headers = &request.headers;
         if let Some(site) = headers.get("sec-fetch-site") {
             return site.as_bytes() == b"same-origin";
         }
@@ -230,7 +232,7 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
     }
 
     /// `None` when the admin token is right, else the refusal to send.
-    fn admin_refusal(&self, request: &Request<Bytes>) -> Option<Response<Bytes>> {
+    fn admin_refusal(&self, request: &Parts) -> Option<Response<Bytes>> {
         let Some(expected) = &self.config().admin_token else {
             return Some(error_response(
                 ErrorCode::AdminDisabled,
@@ -238,7 +240,7 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
             ));
         };
         let presented = request
-            .headers()
+            .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
@@ -255,14 +257,14 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
         }
     }
 
-    async fn admin_user(&self, request: &Request<Bytes>, user: &str) -> Response<Bytes> {
+    async fn admin_user(&self, request: &Parts, user: &str) -> Response<Bytes> {
         if let Some(response) = self.admin_refusal(request) {
             return response;
         }
         let Ok(user) = percent_encoding::percent_decode_str(user).decode_utf8() else {
             return error_response(ErrorCode::BadRequest, "the user id is not UTF-8");
         };
-        let result = if request.method() == Method::DELETE {
+        let result = if request.method == Method::DELETE {
             self.store()
                 .logout_all(&user)
                 .await
@@ -284,13 +286,13 @@ impl<B: Backend, U: Upstream> Gateway<B, U> {
     /// `query`, `counts`, `active` and `stats`.
     async fn admin_analytics(
         &self,
-        request: &Request<Bytes>,
+        request: &Parts,
         analytics: Analytics,
     ) -> Response<Bytes> {
         if let Some(response) = self.admin_refusal(request) {
             return response;
         }
-        let query = request.uri().query().unwrap_or("");
+        let query = request.uri.query().unwrap_or("");
         match self.analytics(analytics, query).await {
             Ok(body) => json_response(StatusCode::OK, &body),
             Err(AdminError::BadRequest(message)) => error_response(ErrorCode::BadRequest, &message),
@@ -425,8 +427,8 @@ impl Params {
 
 /// The gateway's own origin as the browser sees it: from an absolute request
 /// URI (Workers) or the `Host` header plus `X-Forwarded-Proto` (default https).
-fn own_origin(request: &Request<Bytes>, headers: &HeaderMap) -> Option<String> {
-    let uri = request.uri();
+fn own_origin(request: &Parts, headers: &HeaderMap) -> Option<String> {
+    let uri = &request.uri;
     if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
         return Some(format!("{scheme}://{authority}"));
     }

@@ -6,7 +6,8 @@
 //! Pages: `/` (sign in, counter, cart), `/devices` (sessions of the signed-in user, through the
 //! gateway's `/_session` API). Form posts: `/login`, `/logout`, `/counter`, `/cart/add`,
 //! `/cart/clear`. For tests and benchmarks: `/api/whoami`, `/api/instruct`, `/incr`, `/health`,
-//! `/static/hello.txt`.
+//! `/static/hello.txt`. Streaming (server-sent events, large downloads and uploads, a WebSocket
+//! echo, an origin that dies mid-body or answers slowly): [`stream`].
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -25,6 +26,7 @@ mod api;
 mod instruct;
 mod pages;
 mod session;
+pub mod stream;
 
 use std::future::Future;
 use std::io;
@@ -67,6 +69,7 @@ pub fn router() -> Router {
         .route("/incr", get(incr))
         .route("/health", get(|| async { "ok" }))
         .route("/static/hello.txt", get(|| async { "hello" }))
+        .merge(stream::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(refuse_cross_site))
 }

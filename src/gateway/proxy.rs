@@ -1,0 +1,355 @@
+//! The proxy path in two steps around the origin, on request and response
+//! heads only: [`Gateway::prepare`] before the origin is called,
+//! [`Gateway::finish`] once its response head is in. Bodies never pass
+//! through here: each packaging hands the client's body to the origin and
+//! the origin's body to the client untouched, as streams.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, request, response};
+
+use super::config::{Origin, under};
+use super::headers::{
+    MAX_API_BODY_BYTES, MAX_REQUEST_HEADER_BYTES, SESSION_STORE, add_session_headers,
+    append_set_cookie, clean_response, cookie_header, instruction_names, is_upgrade,
+    mark_dropped, oversized_instruction, remove_cookie, remove_hop_by_hop,
+    strip_session_headers,
+};
+use super::instructions::{self, Instructions};
+use super::respond::{ErrorCode, error_response};
+use super::{Gateway, OutagePolicy};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::platform::with_timeout;
+use crate::request::RequestSession;
+
+/// What the gateway does with a request, decided from its head alone.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Prepared {
+    /// The gateway answers itself (a browser or admin API route, a refusal,
+    /// a store error): send this and drop the client's body unread.
+    Respond(Response<Bytes>),
+    /// Send `request` to the origin with the client's body, untouched, then
+    /// give the origin's response head to [`Gateway::finish`] with `pending`.
+    Forward {
+        /// The head to send: the origin's absolute URI (see [`Origin`]), the
+        /// session headers added, the client's `x-session-*` headers and the
+        /// session cookies removed.
+        request: request::Parts,
+        /// What [`Gateway::finish`] needs to know of this request.
+        pending: Pending,
+    },
+}
+
+/// The state a forwarded request carries from [`Gateway::prepare`] to
+/// [`Gateway::finish`].
+#[derive(Debug)]
+pub struct Pending {
+    state: State,
+    upgrade: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// A skip path: no session work.
+    Skipped,
+    /// The session as loaded; the origin's instructions apply to it.
+    Session(RequestSession),
+    /// The store was unavailable and the policy is fail-open.
+    Unavailable(Error),
+}
+
+impl Pending {
+    /// True when the request is a protocol upgrade (a WebSocket handshake):
+    /// a `101` answer then carries the connection on.
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade
+    }
+}
+
+/// What the client gets once the origin's response head is in.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Finished {
+    /// The origin's response with this head and its own body, untouched.
+    Pass(response::Parts),
+    /// This answer instead (a refused instruction, a store error): drop the
+    /// origin's body unread.
+    Replace(Response<Bytes>),
+}
+
+impl<B: Backend> Gateway<B> {
+    /// The first step: checks the request head's sizes, answers the browser
+    /// and admin APIs, and for every other path loads the session (one round
+    /// trip with a valid cookie, none without) and rewrites the head for the
+    /// origin. Never reads a body: the API routes take none, and a
+    /// `Content-Length` over the limit is refused here.
+    pub async fn prepare(&self, mut parts: request::Parts) -> Prepared {
+        if let Some(refusal) = self.oversized_request(&parts) {
+            return Prepared::Respond(refusal);
+        }
+        let path = parts.uri.path().to_owned();
+        let config = self.config();
+        if under(&path, &config.api_prefix) {
+            let rest = &path[config.api_prefix.len()..];
+            let answer = self.within_deadline(async { Ok(self.api(&parts, rest).await) });
+            return Prepared::Respond(match answer.await {
+                Ok(response) => response,
+                Err(e) => self.store_error(&e),
+            });
+        }
+        strip_session_headers(&mut parts.headers);
+        let upgrade = is_upgrade(&parts.headers);
+        let state = if config.skips(&path) {
+            State::Skipped
+        } else {
+            match self.load(&mut parts).await {
+                Ok(state) => state,
+                Err(response) => return Prepared::Respond(response),
+            }
+        };
+        if let Err(response) = self.rewrite_for_origin(&mut parts, upgrade) {
+            return Prepared::Respond(response);
+        }
+        Prepared::Forward {
+            request: parts,
+            pending: Pending { state, upgrade },
+        }
+    }
+
+    /// Loads the session of a proxied request and puts its headers on the
+    /// head; the session and sync cookies never reach the origin.
+    async fn load(&self, parts: &mut request::Parts) -> std::result::Result<State, Response<Bytes>> {
+        let client = self.client_of(&parts.headers, &parts.extensions);
+        let cookie = cookie_header(&parts.headers);
+        let begun = self.within_deadline(self.store().begin(cookie.as_deref(), client));
+        let state = match begun.await {
+            Ok(session) => {
+                if let Some(s) = session.session() {
+                    add_session_headers(&mut parts.headers, s);
+                }
+                State::Session(session)
+            }
+            Err(e) if self.fails_open(&e) => {
+                log::warn!(
+                    "edge-session: session store unavailable, request forwarded without a session (fail-open): {e}"
+                );
+                parts.headers.insert(
+                    HeaderName::from_static(SESSION_STORE),
+                    HeaderValue::from_static("unavailable"),
+                );
+                State::Unavailable(e)
+            }
+            Err(e) => return Err(self.store_error(&e)),
+        };
+        remove_cookie(&mut parts.headers, &self.store().cookies().config().name);
+        remove_cookie(&mut parts.headers, &self.store().sync_cookie_name());
+        Ok(state)
+    }
+
+    /// The second step, once the origin's response head is in: validates
+    /// and applies the origin's `x-session-*` instructions in one round trip
+    /// (none without any) and sets, re-signs or clears the cookies, before
+    /// anything reaches the client. A bad instruction is `502
+    /// bad_session_instruction` with nothing applied.
+    pub async fn finish(&self, pending: Pending, mut head: response::Parts) -> Finished {
+        let upgrade = pending.upgrade && head.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(refusal) = self.oversized_response(&head) {
+            return Finished::Replace(refusal);
+        }
+        match pending.state {
+            State::Skipped => {
+                clean_response(&mut head.headers, upgrade);
+                Finished::Pass(head)
+            }
+            State::Unavailable(error) => {
+                let sent = instruction_names(&head.headers);
+                clean_response(&mut head.headers, upgrade);
+                mark_dropped(&mut head.headers, &sent, &error);
+                Finished::Pass(head)
+            }
+            State::Session(session) => self.commit(session, head, upgrade).await,
+        }
+    }
+
+    async fn commit(
+        &self,
+        mut session: RequestSession,
+        mut head: response::Parts,
+        upgrade: bool,
+    ) -> Finished {
+        let refused = |message: &str| {
+            log::error!("edge-session: origin sent a refused session instruction: {message}");
+            Finished::Replace(error_response(ErrorCode::BadSessionInstruction, message))
+        };
+        let sent = instruction_names(&head.headers);
+        if let Some(refusal) = oversized_instruction(&head.headers) {
+            return Finished::Replace(refusal);
+        }
+        let instructions = match Instructions::take(&mut head.headers) {
+            Ok(i) => i,
+            Err(e) => return refused(&e.to_string()),
+        };
+        if let Err(e) = instructions.apply(&mut session) {
+            return refused(&e.to_string());
+        }
+        let commit = match self.within_deadline(self.store().commit(session)).await {
+            Ok(c) => c,
+            Err(e) if instructions::is_instruction_fault(&e) => return refused(&e.to_string()),
+            Err(e) if self.fails_open(&e) => {
+                // The origin has answered: its response goes out, without
+                // the instructions (not applied, or after a timeout not
+                // confirmed) and without any cookie change.
+                clean_response(&mut head.headers, upgrade);
+                mark_dropped(&mut head.headers, &sent, &e);
+                return Finished::Pass(head);
+            }
+            Err(e) => return Finished::Replace(self.store_error(&e)),
+        };
+        clean_response(&mut head.headers, upgrade);
+        for cookie in [commit.set_cookie, commit.sync_cookie].into_iter().flatten() {
+            append_set_cookie(&mut head.headers, &cookie);
+        }
+        Finished::Pass(head)
+    }
+
+    /// The answer to an origin that could not be reached: `504
+    /// origin_timeout` for [`Error::OriginTimeout`], `502
+    /// origin_response_too_large` for [`Error::TooLarge`], else `502
+    /// origin_unavailable`. The packagings call it when their forward fails.
+    pub fn origin_error(&self, error: &Error) -> Response<Bytes> {
+        match error {
+            Error::OriginTimeout { .. } => {
+                log::error!("edge-session: origin timed out: {error}");
+                error_response(ErrorCode::OriginTimeout, "the origin did not answer in time")
+            }
+            Error::TooLarge { .. } => {
+                log::error!("edge-session: origin response refused: {error}");
+                error_response(ErrorCode::OriginResponseTooLarge, &error.to_string())
+            }
+            _ => {
+                log::error!("edge-session: origin unavailable: {error}");
+                error_response(
+                    ErrorCode::OriginUnavailable,
+                    "the origin could not be reached",
+                )
+            }
+        }
+    }
+
+    /// Points the head at the origin ([`Origin`]): the client's `Host` goes
+    /// to `X-Forwarded-Host`, its scheme (absolute URIs) to
+    /// `X-Forwarded-Proto`, and hop-by-hop headers go (but a WebSocket
+    /// handshake's `Upgrade`).
+    fn rewrite_for_origin(
+        &self,
+        parts: &mut request::Parts,
+        upgrade: bool,
+    ) -> std::result::Result<(), Response<Bytes>> {
+        let bad_path =
+            || error_response(ErrorCode::BadRequest, "the request path is not a valid URI");
+        let client_scheme = parts
+            .uri
+            .scheme_str()
+            .and_then(|s| HeaderValue::from_str(s).ok());
+        match &self.config().origin {
+            Origin::Url(base) => {
+                let path_and_query = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", http::uri::PathAndQuery::as_str);
+                parts.uri = format!("{base}{path_and_query}")
+                    .parse()
+                    .map_err(|_| bad_path())?;
+            }
+            // The request keeps its own (absolute) URL.
+            Origin::SameUrl | Origin::Service(_) => {
+                if parts.uri.authority().is_none() {
+                    return Err(bad_path());
+                }
+            }
+        }
+        if let Some(host) = parts.headers.remove(header::HOST) {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        if let Some(scheme) = client_scheme {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-forwarded-proto"), scheme);
+        }
+        remove_hop_by_hop(&mut parts.headers, upgrade);
+        Ok(())
+    }
+
+    /// `431 headers_too_large`, or `413 body_too_large` for a declared
+    /// `Content-Length` over the limit (1 KiB on the API routes,
+    /// `SESSION_MAX_BODY_BYTES` elsewhere), before any other work.
+    fn oversized_request(&self, parts: &request::Parts) -> Option<Response<Bytes>> {
+        let headers: usize = parts
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if headers > MAX_REQUEST_HEADER_BYTES {
+            return Some(error_response(
+                ErrorCode::HeadersTooLarge,
+                &format!(
+                    "the request headers are {headers} bytes, over the limit of {MAX_REQUEST_HEADER_BYTES} bytes"
+                ),
+            ));
+        }
+        let limit = if under(parts.uri.path(), &self.config().api_prefix) {
+            Some(MAX_API_BODY_BYTES as u64)
+        } else {
+            self.config().max_body_bytes
+        }?;
+        let body = content_length(&parts.headers)?;
+        (body > limit).then(|| {
+            error_response(
+                ErrorCode::BodyTooLarge,
+                &format!("the request body is {body} bytes, over the limit of {limit} bytes"),
+            )
+        })
+    }
+
+    /// `502 origin_response_too_large` for an origin response whose
+    /// `Content-Length` is over `SESSION_MAX_BODY_BYTES`.
+    fn oversized_response(&self, head: &response::Parts) -> Option<Response<Bytes>> {
+        let limit = self.config().max_body_bytes?;
+        let actual = content_length(&head.headers)?;
+        (actual > limit).then(|| {
+            self.origin_error(&Error::TooLarge {
+                what: "origin response body",
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                actual: usize::try_from(actual).unwrap_or(usize::MAX),
+            })
+        })
+    }
+
+    /// Runs one store step within [`super::GatewayConfig::store_deadline`].
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        step: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        with_timeout(self.config().store_deadline, step).await
+    }
+
+    /// True when `error` is an outage the policy lets through.
+    fn fails_open(&self, error: &Error) -> bool {
+        self.config().outage == OutagePolicy::FailOpen && error.is_unavailable()
+    }
+}
+
+/// The `Content-Length` of a head, when it has a valid one.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
