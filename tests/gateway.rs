@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_session::gateway::{Gateway, GatewayConfig, ReqwestUpstream};
+use edge_session::gateway::{Gateway, GatewayConfig};
 use edge_session::{
     Hooks, IndexSpec, KeyRing, SessionConfig, SessionEvent, SessionHandle, SessionStore,
 };
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::support::gateway::TestGateway;
 use crate::support::{
     Counting, Harness, Kind, ROTATED, Store, assert_secure_cookie, counting, test_config,
 };
@@ -25,7 +26,7 @@ const HOST: &str = "shop.example";
 
 struct Rig {
     h: Harness,
-    gateway: Gateway<Counting<edge_session::AnyBackend>, ReqwestUpstream>,
+    gateway: TestGateway<Counting<edge_session::AnyBackend>>,
     origin: String,
 }
 
@@ -53,7 +54,7 @@ impl Rig {
         store: Store,
         origin: &str,
         admin: Option<&str>,
-    ) -> Gateway<Counting<edge_session::AnyBackend>, ReqwestUpstream> {
+    ) -> TestGateway<Counting<edge_session::AnyBackend>> {
         let get = |name: &str| match name {
             "ORIGIN_URL" => Some(origin.to_owned()),
             "SESSION_SKIP_PATHS" => Some("/static,/health".to_owned()),
@@ -61,7 +62,7 @@ impl Rig {
             _ => None,
         };
         let config = GatewayConfig::from_lookup(get).unwrap();
-        Gateway::new(store, ReqwestUpstream::new().unwrap(), config)
+        TestGateway::reqwest(Gateway::new(store, config))
     }
 
     fn trips(&self) -> usize {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_session::backend::{DirectBackend, RestBackend, RestConfig};
-use edge_session::gateway::{Gateway, GatewayConfig, ReqwestUpstream};
+use edge_session::gateway::{Gateway, GatewayConfig};
 use edge_session::{
     AnyBackend, Backend as _, Changes, ClientInfo, KeyRing, SessionStore, SessionToken,
 };
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use upstash_local::Fault;
 
 use crate::gateway::{get, instruct, json_body, set_cookie};
+use crate::support::gateway::TestGateway;
 use crate::support::{Kind, REST_TOKEN, SECRETS, free_port, test_config, wait_ready};
 
 /// Per-attempt timeout of the backends under test.
@@ -228,7 +229,7 @@ struct Rig {
     redis: AofRedis,
     rest: Option<upstash_local::Server>,
     store: SessionStore<AnyBackend>,
-    gateway: Gateway<AnyBackend, ReqwestUpstream>,
+    gateway: TestGateway<AnyBackend>,
 }
 
 impl Rig {
@@ -260,7 +261,7 @@ impl Rig {
             _ => None,
         })
         .unwrap();
-        let gateway = Gateway::new(store.clone(), ReqwestUpstream::new().unwrap(), config);
+        let gateway = TestGateway::reqwest(Gateway::new(store.clone(), config));
         Self {
             redis,
             rest,

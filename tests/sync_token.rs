@@ -6,11 +6,12 @@
 
 use bytes::Bytes;
 use edge_session::backend::RestBackend;
-use edge_session::gateway::{Gateway, GatewayConfig, ReqwestUpstream};
+use edge_session::gateway::{Gateway, GatewayConfig};
 use edge_session::{ClientInfo, Commit, KeyRing, SessionConfig, SessionStore};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::support::gateway::TestGateway;
 use crate::support::{
     Harness, Kind, REST_TOKEN, RedisServer, SECRETS, assert_secure_cookie, cookie_header,
 };
@@ -165,9 +166,9 @@ async fn start_origin() -> String {
     origin
 }
 
-fn gateway(server: &upstash_local::Server, origin: &str) -> Gateway<RestBackend, ReqwestUpstream> {
+fn gateway(server: &upstash_local::Server, origin: &str) -> TestGateway<RestBackend> {
     let config = GatewayConfig::new(origin).unwrap();
-    Gateway::new(isolate(server), ReqwestUpstream::new().unwrap(), config)
+    TestGateway::reqwest(Gateway::new(isolate(server), config))
 }
 
 fn request(method: Method, path: &str, cookie: Option<&str>, body: &str) -> Request<Bytes> {

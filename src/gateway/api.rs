@@ -284,11 +284,7 @@ impl<B: Backend> Gateway<B> {
     }
 
     /// `query`, `counts`, `active` and `stats`.
-    async fn admin_analytics(
-        &self,
-        request: &Parts,
-        analytics: Analytics,
-    ) -> Response<Bytes> {
+    async fn admin_analytics(&self, request: &Parts, analytics: Analytics) -> Response<Bytes> {
         if let Some(response) = self.admin_refusal(request) {
             return response;
         }

@@ -296,7 +296,10 @@ impl GatewayConfig {
             let Some(ms) = get(name) else { return Ok(None) };
             match ms.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-                _ => Err(Error::config(name, "must be a whole number of milliseconds, at least 1")),
+                _ => Err(Error::config(
+                    name,
+                    "must be a whole number of milliseconds, at least 1",
+                )),
             }
         };
         if let Some(t) = millis("SESSION_ORIGIN_CONNECT_TIMEOUT_MS")? {
@@ -405,7 +408,6 @@ mod tests {
             );
         }
     }
-
 }
 
 #[cfg(test)]
@@ -425,12 +427,19 @@ mod origin_tests {
     fn the_three_origin_modes() {
         let same = with(&[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(same.origin, Origin::SameUrl);
-        assert!(same.origin.url().is_err_and(|e| e.to_string().contains("ORIGIN_URL")));
+        assert!(
+            same.origin
+                .url()
+                .is_err_and(|e| e.to_string().contains("ORIGIN_URL"))
+        );
         let service = with(&[("ORIGIN_SERVICE", " app ")]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(service.origin, Origin::Service("app".to_owned()));
         let url = with(&[("ORIGIN_URL", "https://o.example/")]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(url.origin.url().ok(), Some("https://o.example"));
-        let both = with(&[("ORIGIN_URL", "https://o.example"), ("ORIGIN_SERVICE", "app")]);
+        let both = with(&[
+            ("ORIGIN_URL", "https://o.example"),
+            ("ORIGIN_SERVICE", "app"),
+        ]);
         assert!(both.is_err_and(|e| e.to_string().contains("not both")));
     }
 

@@ -320,23 +320,25 @@ mod tests {
         assert_eq!(names, [instructions::SET, instructions::LOGOUT]);
         let mut response = HeaderMap::new();
         mark_dropped(&mut response, &names, &Error::Timeout { ms: 5 });
-        assert_eq!(
-            response[SESSION_DROPPED],
-            "x-session-set, x-session-logout"
-        );
+        assert_eq!(response[SESSION_DROPPED], "x-session-set, x-session-logout");
         let mut untouched = HeaderMap::new();
         mark_dropped(&mut untouched, &[], &Error::Timeout { ms: 5 });
         assert!(untouched.is_empty());
     }
 
-
     #[test]
     fn hop_by_hop_headers_go_but_an_upgrade_stays() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade, x-secret"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("sec-websocket-key", HeaderValue::from_static("k"));
         assert!(is_upgrade(&h));
         let mut plain = h.clone();

@@ -75,8 +75,8 @@ use crate::session::ClientInfo;
 use crate::store::SessionStore;
 
 pub use config::{
-    DEFAULT_ORIGIN_CONNECT_TIMEOUT, DEFAULT_ORIGIN_TIMEOUT, DEFAULT_STORE_DEADLINE,
-    GatewayConfig, Origin, OutagePolicy,
+    DEFAULT_ORIGIN_CONNECT_TIMEOUT, DEFAULT_ORIGIN_TIMEOUT, DEFAULT_STORE_DEADLINE, GatewayConfig,
+    Origin, OutagePolicy,
 };
 pub use events::EventLog;
 pub use headers::{
@@ -129,7 +129,11 @@ impl<B: Backend> Gateway<B> {
 
     /// The client info of a request: its user agent, and its IP address (see
     /// [`client_ip`]).
-    pub(crate) fn client_of(&self, headers: &HeaderMap, extensions: &http::Extensions) -> ClientInfo {
+    pub(crate) fn client_of(
+        &self,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> ClientInfo {
         let ip = client_ip(headers, extensions, self.config.client_ip_header.as_ref());
         client_info(headers).with_ip(ip)
     }

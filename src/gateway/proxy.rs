@@ -11,9 +11,8 @@ use http::{Response, request, response};
 use super::config::{Origin, under};
 use super::headers::{
     MAX_API_BODY_BYTES, MAX_REQUEST_HEADER_BYTES, SESSION_STORE, add_session_headers,
-    append_set_cookie, clean_response, cookie_header, instruction_names, is_upgrade,
-    mark_dropped, oversized_instruction, remove_cookie, remove_hop_by_hop,
-    strip_session_headers,
+    append_set_cookie, clean_response, cookie_header, instruction_names, is_upgrade, mark_dropped,
+    oversized_instruction, remove_cookie, remove_hop_by_hop, strip_session_headers,
 };
 use super::instructions::{self, Instructions};
 use super::respond::{ErrorCode, error_response};
@@ -120,7 +119,10 @@ impl<B: Backend> Gateway<B> {
 
     /// Loads the session of a proxied request and puts its headers on the
     /// head; the session and sync cookies never reach the origin.
-    async fn load(&self, parts: &mut request::Parts) -> std::result::Result<State, Response<Bytes>> {
+    async fn load(
+        &self,
+        parts: &mut request::Parts,
+    ) -> std::result::Result<State, Response<Bytes>> {
         let client = self.client_of(&parts.headers, &parts.extensions);
         let cookie = cookie_header(&parts.headers);
         let begun = self.within_deadline(self.store().begin(cookie.as_deref(), client));
@@ -208,7 +210,10 @@ impl<B: Backend> Gateway<B> {
             Err(e) => return Finished::Replace(self.store_error(&e)),
         };
         clean_response(&mut head.headers, upgrade);
-        for cookie in [commit.set_cookie, commit.sync_cookie].into_iter().flatten() {
+        for cookie in [commit.set_cookie, commit.sync_cookie]
+            .into_iter()
+            .flatten()
+        {
             append_set_cookie(&mut head.headers, &cookie);
         }
         Finished::Pass(head)
@@ -222,7 +227,10 @@ impl<B: Backend> Gateway<B> {
         match error {
             Error::OriginTimeout { .. } => {
                 log::error!("edge-session: origin timed out: {error}");
-                error_response(ErrorCode::OriginTimeout, "the origin did not answer in time")
+                error_response(
+                    ErrorCode::OriginTimeout,
+                    "the origin did not answer in time",
+                )
             }
             Error::TooLarge { .. } => {
                 log::error!("edge-session: origin response refused: {error}");

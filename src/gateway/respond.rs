@@ -128,4 +128,3 @@ pub fn error_response(code: ErrorCode, message: &str) -> Response<Bytes> {
         &serde_json::json!({ "error": message, "code": code.as_str() }),
     )
 }
-

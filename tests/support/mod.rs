@@ -16,6 +16,7 @@ use edge_session::{
 };
 
 pub mod cluster;
+pub mod gateway;
 
 /// Runs each named `async fn name(kind: Kind)` of the calling module as one
 /// test per backend, in modules `direct` and `rest`.

@@ -56,7 +56,10 @@ struct SseQuery {
 }
 
 async fn sse(headers: HeaderMap, Query(q): Query<SseQuery>) -> Response {
-    let (n, every) = (q.n.unwrap_or(10), Duration::from_millis(q.every_ms.unwrap_or(300)));
+    let (n, every) = (
+        q.n.unwrap_or(10),
+        Duration::from_millis(q.every_ms.unwrap_or(300)),
+    );
     let user = user(&headers);
     let events = futures_util::stream::unfold(0u32, move |i| {
         let user = user.clone();

@@ -1,0 +1,75 @@
+//! The gateway driven in process the way a packaging drives it, with whole
+//! bodies for the tests' convenience: a request of [`Bytes`] in, the
+//! streamed response collected.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use edge_session::gateway::{Gateway, ReqwestUpstream, Upstream};
+use edge_session::{Backend, Hooks};
+use http::{Request, Response};
+use http_body_util::{BodyExt as _, Full};
+
+/// An error of a response body that was cut off.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A [`Gateway`] with its upstream (reqwest by default).
+#[derive(Debug)]
+pub struct TestGateway<B, U = ReqwestUpstream> {
+    pub gateway: Gateway<B>,
+    pub upstream: U,
+}
+
+impl<B: Backend> TestGateway<B, ReqwestUpstream> {
+    /// `gateway` in front of a reqwest upstream configured as the gateway is.
+    pub fn reqwest(gateway: Gateway<B>) -> Self {
+        let upstream = ReqwestUpstream::new().unwrap().configured(gateway.config());
+        Self { gateway, upstream }
+    }
+}
+
+impl<B, U> TestGateway<B, U>
+where
+    B: Backend,
+    U: Upstream<Full<Bytes>>,
+    U::Body: http_body::Body<Data = Bytes> + Unpin,
+    <U::Body as http_body::Body>::Error: Into<BodyError>,
+{
+    pub fn new(gateway: Gateway<B>, upstream: U) -> Self {
+        Self { gateway, upstream }
+    }
+
+    #[must_use]
+    pub fn with_hooks(self, hooks: Arc<dyn Hooks>) -> Self {
+        Self {
+            gateway: self.gateway.with_hooks(hooks),
+            upstream: self.upstream,
+        }
+    }
+
+    /// The response with its whole body; panics if the body was cut off.
+    pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        self.try_handle(request)
+            .await
+            .unwrap_or_else(|e| panic!("the response body was cut off: {e}"))
+    }
+
+    /// The response with its whole body, or the error that cut it off.
+    pub async fn try_handle(&self, request: Request<Bytes>) -> Result<Response<Bytes>, BodyError> {
+        let response = self
+            .gateway
+            .handle(&self.upstream, request.map(Full::new))
+            .await;
+        let (head, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Response::from_parts(head, body))
+    }
+}
+
+impl<B, U> std::ops::Deref for TestGateway<B, U> {
+    type Target = Gateway<B>;
+
+    fn deref(&self) -> &Gateway<B> {
+        &self.gateway
+    }
+}
