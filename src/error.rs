@@ -157,6 +157,15 @@ pub enum Error {
         ms: u64,
     },
 
+    /// A request's `x-session-signature` did not verify (see
+    /// [`crate::gateway::signature`]): the request did not come through the
+    /// gateway, was changed on the way, or is replayed.
+    #[error("gateway signature refused: {reason}")]
+    Signature {
+        /// Why: missing, malformed, outside the replay window, or does not match.
+        reason: &'static str,
+    },
+
     /// The backend did not answer within the configured time.
     #[error("the session store did not answer within {ms} ms")]
     Timeout {

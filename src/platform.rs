@@ -5,6 +5,8 @@
 //!   (Lambda and tokio need `Send` futures) and empty on wasm32, where
 //!   JavaScript-backed values such as reqwest's responses are not `Send`.
 //! - `sleep` is tokio's timer on native targets and a JavaScript timer on wasm32.
+//! - `unix_now_secs` is the system clock on native targets and JavaScript's
+//!   `Date.now()` on wasm32.
 
 use std::time::Duration;
 
@@ -27,6 +29,13 @@ mod imp {
 
     pub(crate) async fn sleep(duration: Duration) {
         tokio::time::sleep(duration).await;
+    }
+
+    /// Seconds since the Unix epoch.
+    pub(crate) fn unix_now_secs() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     #[cfg(feature = "rest")]
@@ -60,6 +69,12 @@ mod imp {
         gloo_timers::future::sleep(duration).await;
     }
 
+    /// Seconds since the Unix epoch (`std::time::SystemTime` panics on
+    /// wasm32-unknown-unknown; JavaScript's clock answers).
+    pub(crate) fn unix_now_secs() -> u64 {
+        (js_sys::Date::now() / 1000.0) as u64
+    }
+
     /// `fetch` does not tell a refused connection from a lost response.
     #[cfg(feature = "rest")]
     pub(crate) fn is_connect_error(_error: &reqwest::Error) -> bool {
@@ -74,6 +89,7 @@ mod imp {
     }
 }
 
+pub(crate) use imp::unix_now_secs;
 pub use imp::{MaybeSend, MaybeSync};
 #[cfg(feature = "rest")]
 pub(crate) use imp::{is_connect_error, proxy_client};

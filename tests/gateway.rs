@@ -58,6 +58,7 @@ impl Rig {
         let get = |name: &str| match name {
             "ORIGIN_URL" => Some(origin.to_owned()),
             "SESSION_SKIP_PATHS" => Some("/static,/health".to_owned()),
+            "SESSION_PUBLIC_FIELDS" => Some("cart".to_owned()),
             "ADMIN_TOKEN" => admin.map(str::to_owned),
             _ => None,
         };
@@ -370,11 +371,15 @@ async fn browser_api_and_csrf(kind: Kind) {
     let second = sign_in(&rig, "uma", None).await;
     let third = sign_in(&rig, "uma", None).await;
     let response = rig
-        .send(instruct(Some(&first), json!({ "set": { "cart": [1] } })))
+        .send(instruct(
+            Some(&first),
+            json!({ "set": { "cart": [1], "role": "admin" } }),
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let me = json_body(&rig.send(get("/_session", Some(&first))).await);
     assert_eq!(me["user"], json!("uma"));
+    // Only the fields declared in SESSION_PUBLIC_FIELDS reach page JavaScript.
     assert_eq!(me["fields"], json!({ "cart": [1] }));
     assert!(me["expires"].as_u64().unwrap() <= me["absolute_expiry"].as_u64().unwrap());
 

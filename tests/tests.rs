@@ -6,6 +6,7 @@ mod support;
 mod cluster;
 mod conformance;
 mod gateway;
+mod gateway_security;
 mod indexes;
 mod limits;
 mod lock;

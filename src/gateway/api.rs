@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET <prefix>` | the user's own session: `{"id","user","fields","created","last_seen","expires","absolute_expiry"}` |
+//! | `GET <prefix>` | the user's own session: `{"id","user","fields","created","last_seen","expires","absolute_expiry"}`; `fields` holds only those declared in `SESSION_PUBLIC_FIELDS` |
 //! | `GET <prefix>/devices` | `{"sessions": [{"id","created","last_seen","expires","absolute_expiry","user_agent","current"}]}` |
 //! | `DELETE <prefix>/devices/{id}` | `{"revoked": true}` (404 when not found) |
 //! | `POST <prefix>/logout` | `{"logged_out": 1}`, cookie cleared |
@@ -15,8 +15,9 @@
 //! | `GET <prefix>/admin/stats` | a [`Stats`]: `{"now", "active_sessions", "active_last_10_minutes", "days", "fields"}` |
 //!
 //! Times are milliseconds since the Unix epoch. State-changing browser calls
-//! must be same-origin (`Sec-Fetch-Site: same-origin`, or an `Origin` equal to
-//! the gateway's own or a trusted one), else 403 `cross_origin`.
+//! must be same-origin (`Sec-Fetch-Site: same-origin`, or without it an
+//! `Origin` equal to the gateway's own) or come from an `Origin` listed in
+//! `SESSION_TRUSTED_ORIGINS`, else 403 `cross_origin`.
 //!
 //! Admin query strings are `application/x-www-form-urlencoded`: `cursor`
 //! defaults to 0, `limit` to 100 (at most [`MAX_PAGE`]), `top` to 20, `since`
@@ -186,7 +187,11 @@ impl<B: Backend> Gateway<B> {
         let Some(s) = session.session() else {
             return error_response(ErrorCode::Unauthenticated, "not signed in");
         };
-        let (fields, _invalid) = s.data();
+        // Only the fields declared in SESSION_PUBLIC_FIELDS reach page
+        // JavaScript.
+        let (mut fields, _invalid) = s.data();
+        let public = &self.config().public_fields;
+        fields.retain(|name, _| public.iter().any(|p| p == name));
         json_response(
             StatusCode::OK,
             &json!({
@@ -220,15 +225,20 @@ impl<B: Backend> Gateway<B> {
     /// not send it) an `Origin` equal to the gateway's own or a trusted one.
     fn same_origin(&self, request: &Parts) -> bool {
         let headers = &request.headers;
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(|o| o.trim_end_matches('/'));
+        let trusted = origin.is_some_and(|o| self.config().trusted_origins.iter().any(|t| t == o));
         if let Some(site) = headers.get("sec-fetch-site") {
-            return site.as_bytes() == b"same-origin";
+            // A trusted origin's cross-site call passes; any other only
+            // from the same origin.
+            return site.as_bytes() == b"same-origin" || trusted;
         }
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        let Some(origin) = origin else {
             return false;
         };
-        let origin = origin.trim_end_matches('/');
-        own_origin(request, headers).is_some_and(|own| own == origin)
-            || self.config().trusted_origins.iter().any(|t| t == origin)
+        trusted || own_origin(request, headers).is_some_and(|own| own == origin)
     }
 
     /// `None` when the admin token is right, else the refusal to send.

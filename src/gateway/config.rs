@@ -129,7 +129,22 @@ pub struct GatewayConfig {
     /// the client IP (`SESSION_CLIENT_IP_HEADER`, unset by default); see
     /// [`client_ip`].
     pub client_ip_header: Option<HeaderName>,
+    /// Session fields `GET <prefix>` shows to page JavaScript
+    /// (`SESSION_PUBLIC_FIELDS`, comma-separated; default none: the browser
+    /// API lists no field unless it is declared here).
+    pub public_fields: Vec<String>,
+    /// Path prefixes whose responses keep the origin's `Cache-Control` and
+    /// `Vary` as sent (`SESSION_CACHE_PUBLIC_PATHS`, default none). Elsewhere
+    /// a response that sets a session cookie or was made for a signed-in
+    /// visitor is marked `Cache-Control: private` and `Vary: Cookie`.
+    pub cache_public_paths: Vec<String>,
+    /// Trust the `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+    /// `Forwarded` and `X-Real-IP` headers a proxy in front of the gateway
+    /// sets (`SESSION_TRUST_FORWARDED`, default false: the gateway removes a
+    /// client's and sets its own).
+    pub trust_forwarded: bool,
     pub(crate) admin_token: Option<String>,
+    pub(crate) origin_secret: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -147,7 +162,11 @@ impl fmt::Debug for GatewayConfig {
             .field("origin_connect_timeout", &self.origin_connect_timeout)
             .field("origin_timeout", &self.origin_timeout)
             .field("client_ip_header", &self.client_ip_header)
+            .field("public_fields", &self.public_fields)
+            .field("cache_public_paths", &self.cache_public_paths)
+            .field("trust_forwarded", &self.trust_forwarded)
             .field("admin_api", &self.admin_token.is_some())
+            .field("origin_signature", &self.origin_secret.is_some())
             .finish()
     }
 }
@@ -180,7 +199,11 @@ impl GatewayConfig {
             origin_connect_timeout: DEFAULT_ORIGIN_CONNECT_TIMEOUT,
             origin_timeout: DEFAULT_ORIGIN_TIMEOUT,
             client_ip_header: None,
+            public_fields: Vec::new(),
+            cache_public_paths: Vec::new(),
+            trust_forwarded: false,
             admin_token: None,
+            origin_secret: None,
         }
     }
 
@@ -195,6 +218,30 @@ impl GatewayConfig {
         }
         self.admin_token = Some(token);
         Ok(self)
+    }
+
+    /// Signs every request sent to the origin with this secret (at least 32
+    /// bytes; see [`super::signature`]).
+    pub fn with_origin_secret(mut self, secret: impl Into<Vec<u8>>) -> Result<Self> {
+        let secret = secret.into();
+        if secret.len() < 32 {
+            return Err(Error::config(
+                "SESSION_ORIGIN_SECRET",
+                "must be at least 32 bytes",
+            ));
+        }
+        self.origin_secret = Some(secret);
+        Ok(self)
+    }
+
+    /// The origin signing secret, if one is set.
+    pub(crate) fn origin_secret(&self) -> Option<&[u8]> {
+        self.origin_secret.as_deref()
+    }
+
+    /// True when the responses of `path` keep the origin's caching headers.
+    pub(crate) fn cache_is_public(&self, path: &str) -> bool {
+        self.cache_public_paths.iter().any(|p| under(path, p))
     }
 
     /// Reads `ORIGIN_URL` or `ORIGIN_SERVICE` (at most one; neither is
@@ -253,11 +300,7 @@ impl GatewayConfig {
             })?;
         }
         if let Some(value) = get("SESSION_LOG_EVENTS") {
-            config.log_events = match value.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(Error::config("SESSION_LOG_EVENTS", "must be true or false")),
-            };
+            config.log_events = flag("SESSION_LOG_EVENTS", &value)?;
         }
         if let Some(policy) = get("SESSION_STORE_OUTAGE") {
             config.outage = OutagePolicy::parse(&policy)?;
@@ -278,8 +321,26 @@ impl GatewayConfig {
             config.store_deadline = Duration::from_millis(ms);
         }
         config.read_limits(&get)?;
+        config.public_fields = list(get("SESSION_PUBLIC_FIELDS"));
+        config.cache_public_paths = list(get("SESSION_CACHE_PUBLIC_PATHS"));
+        if config
+            .cache_public_paths
+            .iter()
+            .any(|p| !p.starts_with('/'))
+        {
+            return Err(Error::config(
+                "SESSION_CACHE_PUBLIC_PATHS",
+                "every prefix must start with /",
+            ));
+        }
+        if let Some(value) = get("SESSION_TRUST_FORWARDED") {
+            config.trust_forwarded = flag("SESSION_TRUST_FORWARDED", &value)?;
+        }
         if let Some(token) = get("ADMIN_TOKEN") {
             config = config.with_admin_token(token)?;
+        }
+        if let Some(secret) = get("SESSION_ORIGIN_SECRET") {
+            config = config.with_origin_secret(secret.trim())?;
         }
         Ok(config)
     }
@@ -319,6 +380,15 @@ impl GatewayConfig {
     /// True when `path` is under one of the skip prefixes.
     pub(crate) fn skips(&self, path: &str) -> bool {
         self.skip_paths.iter().any(|p| under(path, p))
+    }
+}
+
+/// A boolean setting: true/false, 1/0, yes/no, on/off (any case).
+fn flag(name: &'static str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(name, "must be true or false")),
     }
 }
 
@@ -441,6 +511,26 @@ mod origin_tests {
             ("ORIGIN_SERVICE", "app"),
         ]);
         assert!(both.is_err_and(|e| e.to_string().contains("not both")));
+    }
+
+    #[test]
+    fn security_settings() {
+        let c = with(&[
+            ("SESSION_PUBLIC_FIELDS", "theme, cart"),
+            ("SESSION_CACHE_PUBLIC_PATHS", "/assets"),
+            ("SESSION_TRUST_FORWARDED", "true"),
+            ("SESSION_ORIGIN_SECRET", "0123456789abcdef0123456789abcdef"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.public_fields, ["theme", "cart"]);
+        assert!(c.cache_is_public("/assets/a.css") && !c.cache_is_public("/assetsx"));
+        assert!(c.trust_forwarded);
+        assert!(c.origin_secret().is_some());
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let short = with(&[("SESSION_ORIGIN_SECRET", "short")]);
+        assert!(short.is_err_and(|e| e.to_string().contains("32 bytes")));
+        let defaults = with(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(defaults.public_fields.is_empty() && !defaults.trust_forwarded);
     }
 
     #[test]

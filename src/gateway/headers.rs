@@ -106,21 +106,41 @@ pub(crate) fn mark_dropped(headers: &mut HeaderMap, dropped: &[&str], error: &Er
 pub(crate) fn oversized_instruction(headers: &HeaderMap) -> Option<Response<Bytes>> {
     let (name, value) = headers
         .iter()
-        .filter(|(name, _)| name.as_str().starts_with("x-session-"))
+        .filter(|(name, _)| is_session_header(name))
         .find(|(_, value)| value.len() > MAX_INSTRUCTION_BYTES)?;
     let message = format!(
         "{name}: {} bytes, over the limit of {MAX_INSTRUCTION_BYTES} bytes",
         value.len()
     );
     log::error!("edge-session: origin sent a refused session instruction: {message}");
-    Some(error_response(ErrorCode::BadSessionInstruction, &message))
+    // The sizes go to the log; the browser gets the code.
+    Some(error_response(
+        ErrorCode::BadSessionInstruction,
+        "the origin sent a session instruction the gateway refused",
+    ))
 }
 
-/// Removes every `x-session-*` header (clients may not spoof them).
+/// True for a header name that is, or that a CGI-style server (Python
+/// wsgiref, gunicorn < 22, Rack, PHP, IIS) reads as, an `x-session-*` header:
+/// those servers map `x_session_user` and `x-session-user` to the same
+/// variable.
+pub(crate) fn is_session_header(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.len() >= PREFIX.len()
+        && name[..PREFIX.len()]
+            .iter()
+            .zip(PREFIX)
+            .all(|(have, want)| have == want || (*have == b'_' && *want == b'-'))
+}
+
+const PREFIX: &[u8] = b"x-session-";
+
+/// Removes every `x-session-*` header, with `_` read as `-` (clients may
+/// not spoof them, not even as `x_session_user`).
 pub fn strip_session_headers(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().starts_with("x-session-"))
+        .filter(|n| is_session_header(n))
         .cloned()
         .collect();
     for name in names {
@@ -166,8 +186,9 @@ pub fn client_info(headers: &HeaderMap) -> ClientInfo {
     )
 }
 
-/// Characters percent-encoded in `x-session-user`.
-const USER_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+/// Characters percent-encoded in `x-session-user` (a comma too, so that a
+/// joined repeat can never look like one value).
+const USER_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b',');
 
 pub(crate) fn add_session_headers(headers: &mut HeaderMap, session: &Session) {
     let mut set = |name: &'static str, value: &str| {
@@ -350,5 +371,27 @@ mod tests {
         remove_hop_by_hop(&mut plain, false);
         assert!(plain.get(header::UPGRADE).is_none() && plain.get(header::CONNECTION).is_none());
         assert!(!is_upgrade(&plain));
+    }
+
+    #[test]
+    fn session_headers_are_stripped_with_underscores_too() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-session-user",
+            "x_session_user",
+            "X_Session-Data",
+            "x-session_id",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+                HeaderValue::from_static("admin"),
+            );
+        }
+        h.insert("x-sessions", HeaderValue::from_static("kept"));
+        h.insert("x_other", HeaderValue::from_static("kept"));
+        strip_session_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-sessions", "x_other"]);
     }
 }

@@ -68,6 +68,15 @@ impl Instructions {
             }
         }
         if let Some(user) = login {
+            // A header sent twice reaches some packagings already joined
+            // ("alice, bob": the Workers `Headers` API joins repeats), so a
+            // raw comma is refused; a comma in a user id travels as `%2C`.
+            if user.contains(',') {
+                return Err(InstructionError {
+                    header: LOGIN,
+                    reason: "sent more than once (or a raw comma: percent-encode it as %2C)".into(),
+                });
+            }
             // Percent-decoded, as `x-session-user` is encoded: user ids that
             // are not plain ASCII travel safely through every HTTP stack.
             let user = percent_encoding::percent_decode_str(user.trim())
@@ -223,6 +232,15 @@ mod tests {
             let err = Instructions::take(&mut h).unwrap_err();
             assert!(!err.reason.is_empty(), "{bad:?}");
         }
+        let mut joined = headers(&[(LOGIN, "alice, bob")]);
+        assert!(
+            Instructions::take(&mut joined).is_err_and(|e| e.reason.contains("more than once"))
+        );
+        let mut comma = headers(&[(LOGIN, "a%2Cb")]);
+        assert_eq!(
+            Instructions::take(&mut comma).ok().and_then(|i| i.login),
+            Some("a,b".to_owned())
+        );
         let mut twice = headers(&[(LOGIN, "a"), (LOGIN, "b")]);
         assert!(Instructions::take(&mut twice).is_err());
     }

@@ -60,9 +60,11 @@ pub mod instructions;
 mod proxy;
 // reqwest's wasm32 client cannot stream request bodies: the Worker reaches
 // its origin with the Workers `fetch` instead.
+mod hygiene;
 #[cfg(all(feature = "rest", not(target_arch = "wasm32")))]
 mod reqwest_upstream;
 mod respond;
+pub mod signature;
 mod upstream;
 
 use std::sync::Arc;

@@ -11,15 +11,17 @@ use http::{Response, request, response};
 use super::config::{Origin, under};
 use super::headers::{
     MAX_API_BODY_BYTES, MAX_REQUEST_HEADER_BYTES, SESSION_STORE, add_session_headers,
-    append_set_cookie, clean_response, cookie_header, instruction_names, is_upgrade, mark_dropped,
-    oversized_instruction, remove_cookie, remove_hop_by_hop, strip_session_headers,
+    append_set_cookie, clean_response, client_ip, cookie_header, instruction_names, is_upgrade,
+    mark_dropped, oversized_instruction, remove_cookie, remove_hop_by_hop, strip_session_headers,
 };
+use super::hygiene::{mark_private, path_is_canonical, set_forwarding};
 use super::instructions::{self, Instructions};
 use super::respond::{ErrorCode, error_response};
+use super::signature::{self, SIGNATURE};
 use super::{Gateway, OutagePolicy};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::platform::with_timeout;
+use crate::platform::{unix_now_secs, with_timeout};
 use crate::request::RequestSession;
 
 /// What the gateway does with a request, decided from its head alone.
@@ -47,6 +49,8 @@ pub enum Prepared {
 pub struct Pending {
     state: State,
     upgrade: bool,
+    /// The responses of this path keep the origin's caching headers.
+    cache_public: bool,
 }
 
 #[derive(Debug)]
@@ -89,6 +93,12 @@ impl<B: Backend> Gateway<B> {
             return Prepared::Respond(refusal);
         }
         let path = parts.uri.path().to_owned();
+        if !path_is_canonical(&path) {
+            return Prepared::Respond(error_response(
+                ErrorCode::BadRequest,
+                "the request path has dot segments, empty segments or encoded separators",
+            ));
+        }
         let config = self.config();
         if under(&path, &config.api_prefix) {
             let rest = &path[config.api_prefix.len()..];
@@ -108,12 +118,21 @@ impl<B: Backend> Gateway<B> {
                 Err(response) => return Prepared::Respond(response),
             }
         };
+        // Neither the session cookie nor the sync cookie reaches the origin,
+        // on skip paths too: the origin gets the non-secret handle only.
+        remove_cookie(&mut parts.headers, &self.store().cookies().config().name);
+        remove_cookie(&mut parts.headers, &self.store().sync_cookie_name());
         if let Err(response) = self.rewrite_for_origin(&mut parts, upgrade) {
             return Prepared::Respond(response);
         }
+        let cache_public = config.cache_is_public(&path);
         Prepared::Forward {
             request: parts,
-            pending: Pending { state, upgrade },
+            pending: Pending {
+                state,
+                upgrade,
+                cache_public,
+            },
         }
     }
 
@@ -145,8 +164,6 @@ impl<B: Backend> Gateway<B> {
             }
             Err(e) => return Err(self.store_error(&e)),
         };
-        remove_cookie(&mut parts.headers, &self.store().cookies().config().name);
-        remove_cookie(&mut parts.headers, &self.store().sync_cookie_name());
         Ok(state)
     }
 
@@ -160,34 +177,68 @@ impl<B: Backend> Gateway<B> {
         if let Some(refusal) = self.oversized_response(&head) {
             return Finished::Replace(refusal);
         }
-        match pending.state {
+        let (finished, personal) = match pending.state {
             State::Skipped => {
                 clean_response(&mut head.headers, upgrade);
-                Finished::Pass(head)
+                (Finished::Pass(head), false)
             }
             State::Unavailable(error) => {
                 let sent = instruction_names(&head.headers);
                 clean_response(&mut head.headers, upgrade);
-                mark_dropped(&mut head.headers, &sent, &error);
+                let cleared = self.dropped(&mut head.headers, &sent, &error);
+                (Finished::Pass(head), cleared)
+            }
+            State::Session(session) => {
+                let personal = session.session().is_some();
+                let (finished, cookie) = self.commit(session, head, upgrade).await;
+                (finished, personal || cookie)
+            }
+        };
+        match finished {
+            Finished::Pass(mut head) => {
+                if personal && !pending.cache_public {
+                    mark_private(&mut head.headers);
+                }
                 Finished::Pass(head)
             }
-            State::Session(session) => self.commit(session, head, upgrade).await,
+            replaced => replaced,
         }
     }
 
+    /// Names the instructions a fail-open response drops; a dropped logout
+    /// still clears the cookie in the browser (the server-side session lives
+    /// on until its idle timeout). True when a cookie was cleared.
+    fn dropped(&self, headers: &mut http::HeaderMap, sent: &[&str], error: &Error) -> bool {
+        mark_dropped(headers, sent, error);
+        if !sent.contains(&instructions::LOGOUT) {
+            return false;
+        }
+        log::warn!(
+            "edge-session: logout during a store outage: the cookie is cleared, the session itself expires after its idle timeout"
+        );
+        append_set_cookie(headers, &self.store().cookies().clear_cookie());
+        true
+    }
+
+    /// Applies the instructions; also tells whether a cookie was set.
     async fn commit(
         &self,
         mut session: RequestSession,
         mut head: response::Parts,
         upgrade: bool,
-    ) -> Finished {
+    ) -> (Finished, bool) {
+        // The details go to the log; the browser gets the code only.
         let refused = |message: &str| {
             log::error!("edge-session: origin sent a refused session instruction: {message}");
-            Finished::Replace(error_response(ErrorCode::BadSessionInstruction, message))
+            let response = error_response(
+                ErrorCode::BadSessionInstruction,
+                "the origin sent a session instruction the gateway refused",
+            );
+            (Finished::Replace(response), false)
         };
         let sent = instruction_names(&head.headers);
         if let Some(refusal) = oversized_instruction(&head.headers) {
-            return Finished::Replace(refusal);
+            return (Finished::Replace(refusal), false);
         }
         let instructions = match Instructions::take(&mut head.headers) {
             Ok(i) => i,
@@ -202,21 +253,23 @@ impl<B: Backend> Gateway<B> {
             Err(e) if self.fails_open(&e) => {
                 // The origin has answered: its response goes out, without
                 // the instructions (not applied, or after a timeout not
-                // confirmed) and without any cookie change.
+                // confirmed) and without any cookie change but a logout's.
                 clean_response(&mut head.headers, upgrade);
-                mark_dropped(&mut head.headers, &sent, &e);
-                return Finished::Pass(head);
+                let cleared = self.dropped(&mut head.headers, &sent, &e);
+                return (Finished::Pass(head), cleared);
             }
-            Err(e) => return Finished::Replace(self.store_error(&e)),
+            Err(e) => return (Finished::Replace(self.store_error(&e)), false),
         };
         clean_response(&mut head.headers, upgrade);
-        for cookie in [commit.set_cookie, commit.sync_cookie]
+        let mut cookie = false;
+        for value in [commit.set_cookie, commit.sync_cookie]
             .into_iter()
             .flatten()
         {
-            append_set_cookie(&mut head.headers, &cookie);
+            append_set_cookie(&mut head.headers, &value);
+            cookie = true;
         }
-        Finished::Pass(head)
+        (Finished::Pass(head), cookie)
     }
 
     /// The answer to an origin that could not be reached: `504
@@ -234,7 +287,10 @@ impl<B: Backend> Gateway<B> {
             }
             Error::TooLarge { .. } => {
                 log::error!("edge-session: origin response refused: {error}");
-                error_response(ErrorCode::OriginResponseTooLarge, &error.to_string())
+                error_response(
+                    ErrorCode::OriginResponseTooLarge,
+                    "the origin's response is over the gateway's size limit",
+                )
             }
             _ => {
                 log::error!("edge-session: origin unavailable: {error}");
@@ -246,22 +302,29 @@ impl<B: Backend> Gateway<B> {
         }
     }
 
-    /// Points the head at the origin ([`Origin`]): the client's `Host` goes
-    /// to `X-Forwarded-Host`, its scheme (absolute URIs) to
-    /// `X-Forwarded-Proto`, and hop-by-hop headers go (but a WebSocket
-    /// handshake's `Upgrade`).
+    /// Points the head at the origin ([`Origin`]), makes the forwarding
+    /// headers the gateway's own (see [`set_forwarding`]), removes hop-by-hop
+    /// headers (but a WebSocket handshake's `Upgrade`) and, with
+    /// `SESSION_ORIGIN_SECRET`, signs the head ([`signature`]).
     fn rewrite_for_origin(
         &self,
         parts: &mut request::Parts,
         upgrade: bool,
     ) -> std::result::Result<(), Response<Bytes>> {
+        let config = self.config();
         let bad_path =
             || error_response(ErrorCode::BadRequest, "the request path is not a valid URI");
-        let client_scheme = parts
-            .uri
-            .scheme_str()
-            .and_then(|s| HeaderValue::from_str(s).ok());
-        match &self.config().origin {
+        let client = client_ip(
+            &parts.headers,
+            &parts.extensions,
+            config.client_ip_header.as_ref(),
+        );
+        let proto = parts.uri.scheme_str().unwrap_or("http").to_owned();
+        let host = parts.headers.remove(header::HOST).or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        match &config.origin {
             Origin::Url(base) => {
                 let path_and_query = parts
                     .uri
@@ -278,17 +341,32 @@ impl<B: Backend> Gateway<B> {
                 }
             }
         }
-        if let Some(host) = parts.headers.remove(header::HOST) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-forwarded-host"), host);
-        }
-        if let Some(scheme) = client_scheme {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-forwarded-proto"), scheme);
-        }
+        set_forwarding(
+            &mut parts.headers,
+            client,
+            &proto,
+            host,
+            config.trust_forwarded,
+        );
         remove_hop_by_hop(&mut parts.headers, upgrade);
+        if let Some(secret) = config.origin_secret() {
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str);
+            let value = signature::sign(
+                secret,
+                parts.method.as_str(),
+                path_and_query,
+                unix_now_secs(),
+                &parts.headers,
+            );
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                parts
+                    .headers
+                    .insert(HeaderName::from_static(SIGNATURE), value);
+            }
+        }
         Ok(())
     }
 

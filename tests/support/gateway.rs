@@ -2,10 +2,12 @@
 //! bodies for the tests' convenience: a request of [`Bytes`] in, the
 //! streamed response collected.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use edge_session::gateway::{Gateway, ReqwestUpstream, Upstream};
+use edge_session::gateway::{Gateway, GatewayConfig, ReqwestUpstream, Upstream};
+
+use super::{Counting, Store};
 use edge_session::{Backend, Hooks};
 use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full};
@@ -72,4 +74,77 @@ impl<B, U> std::ops::Deref for TestGateway<B, U> {
     fn deref(&self) -> &Gateway<B> {
         &self.gateway
     }
+}
+
+/// An origin in process: records what it receives, answers what it is told.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingOrigin {
+    pub seen: Arc<Mutex<Vec<http::HeaderMap>>>,
+    pub answer: Arc<Mutex<Vec<(String, String)>>>,
+    pub body: Arc<Mutex<Bytes>>,
+    /// Method and URI of every request received.
+    pub requests: Arc<Mutex<Vec<(http::Method, http::Uri)>>>,
+}
+
+impl RecordingOrigin {
+    pub fn last(&self) -> http::HeaderMap {
+        self.seen.lock().unwrap().last().cloned().unwrap()
+    }
+
+    pub fn answer_with(&self, headers: &[(&str, &str)], body: Bytes) {
+        *self.answer.lock().unwrap() = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        *self.body.lock().unwrap() = body;
+    }
+}
+
+impl Upstream<Full<Bytes>> for RecordingOrigin {
+    type Body = Full<Bytes>;
+
+    async fn forward(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> edge_session::Result<Response<Full<Bytes>>> {
+        self.seen.lock().unwrap().push(request.headers().clone());
+        self.requests
+            .lock()
+            .unwrap()
+            .push((request.method().clone(), request.uri().clone()));
+        let body = self.body.lock().unwrap().clone();
+        let mut response = Response::new(Full::new(body.clone()));
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
+        for (name, value) in self.answer.lock().unwrap().iter() {
+            response.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        Ok(response)
+    }
+}
+
+/// A gateway over `store` in front of `origin`, configured with `extra`
+/// variables besides the origin URL.
+pub fn gateway_with(
+    store: Store,
+    upstream: RecordingOrigin,
+    extra: &[(&str, &str)],
+) -> TestGateway<Counting<edge_session::AnyBackend>, RecordingOrigin> {
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let config = GatewayConfig::from_lookup(|name| match name {
+        "ORIGIN_URL" => Some("http://origin.invalid".to_owned()),
+        _ => extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone()),
+    })
+    .unwrap();
+    TestGateway::new(Gateway::new(store, config), upstream)
 }
