@@ -1,14 +1,32 @@
-//! The edge-session gateway as a plain native HTTP server: the same
+//! The edge-session gateway as a native streaming reverse proxy: the same
 //! [`Gateway`] the Cloudflare Worker and the AWS Lambda host, built from the
-//! same environment variables ([`Settings`] and [`GatewayConfig`]), served by
-//! axum (HTTP/1.1, keep-alive) with the origin reached over reqwest.
+//! same environment variables ([`Settings`] and [`GatewayConfig`]), served
+//! over HTTP/1.1 (keep-alive, upgrades) by hyper, the origin reached over a
+//! pooled hyper client ([`OriginClient`]).
 //!
-//! What the host adds to the gateway: the peer's IP address as the request's
-//! [`ClientAddr`] (for `SESSION_BIND_SUBNET` when no trusted
-//! `SESSION_CLIENT_IP_HEADER` is configured), request bodies read up to
-//! `SESSION_MAX_BODY_BYTES` and no further (`413 body_too_large` past it, as
-//! the gateway answers), and a graceful stop: [`serve`] stops accepting when
-//! its shutdown future resolves and lets the requests in flight finish.
+//! The gateway reads and changes heads only; the host streams the bodies:
+//!
+//! - **Both ways, untouched.** The client's request body goes to the origin
+//!   as it arrives, the origin's response body to the client as it arrives
+//!   (server-sent events, downloads, uploads), with hyper's back-pressure:
+//!   memory does not grow with a body's size.
+//! - **`SESSION_MAX_BODY_BYTES`** (unset: no limit). A `Content-Length` over
+//!   it is refused by the gateway (`413 body_too_large`, `502
+//!   origin_response_too_large`); a body without one is cut off as it
+//!   streams: an upload past the limit is aborted (the origin sees a broken
+//!   request, the client `413 body_too_large`), a download past it ends
+//!   truncated.
+//! - **WebSocket** and other `Upgrade` handshakes: when the origin answers
+//!   `101`, the client gets it (with its session cookie changes) and both
+//!   connections are bridged byte for byte.
+//! - **Timeouts**: `SESSION_ORIGIN_CONNECT_TIMEOUT_MS` for the TCP connect to
+//!   the origin and `SESSION_ORIGIN_TIMEOUT_MS` for its response head, timed
+//!   from the end of the upload; past either, `504 origin_timeout`. An origin
+//!   that cannot be reached is `502 origin_unavailable`; one that fails
+//!   mid-body ends the client's response there (truncated, never a hang).
+//! - The peer's IP address is the request's [`ClientAddr`] (for
+//!   `SESSION_BIND_SUBNET` when no trusted `SESSION_CLIENT_IP_HEADER` is
+//!   configured), and [`serve`] stops gracefully.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,28 +36,25 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`ClientAddr`]: edge_session::gateway::ClientAddr
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::future::Future;
-use std::io;
+mod body;
+mod origin;
+mod proxy;
+mod server;
+
 use std::sync::Arc;
 
-use std::net::SocketAddr;
+use edge_session::gateway::{EventLog, Gateway, GatewayConfig};
+use edge_session::{SessionStore, Settings};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::response::Response;
-use bytes::Bytes;
-use edge_session::gateway::{
-    ClientAddr, ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, error_response,
-};
-use edge_session::{AnyBackend, SessionStore, Settings};
-use http_body_util::{BodyExt as _, Limited};
-
-/// The gateway this host serves.
-pub type HostGateway = Gateway<AnyBackend, ReqwestUpstream>;
+pub use body::{BodyTooLarge, BoxError, Capped};
+pub use origin::{ORIGIN_IDLE_TIMEOUT, OriginBody, OriginClient};
+pub use proxy::{HostBody, HostGateway, LINGER_BYTES, LINGER_TIME};
+pub use server::serve;
 
 /// Builds the gateway from the process environment (see [`gateway_from_lookup`]).
 pub async fn gateway_from_env() -> edge_session::Result<HostGateway> {
@@ -48,9 +63,10 @@ pub async fn gateway_from_env() -> edge_session::Result<HostGateway> {
 
 /// Builds the gateway from `get` (a variable name to its value), exactly as
 /// the Worker and the Lambda do: [`Settings::from_lookup`] for the store,
-/// [`GatewayConfig::from_lookup`] for the gateway, and the [`EventLog`] hooks
-/// when `SESSION_LOG_EVENTS` is on. The store's scripts are loaded when the
-/// store answers. A REST store that is down at start-up is not an error (the
+/// [`GatewayConfig::from_lookup`] for the gateway (`ORIGIN_URL` is required:
+/// `http://` or `https://`), and the [`EventLog`] hooks when
+/// `SESSION_LOG_EVENTS` is on. The store's scripts are loaded when the store
+/// answers. A REST store that is down at start-up is not an error (the
 /// outage policy handles it per request); the direct backend connects here
 /// and fails when Redis does not answer.
 pub async fn gateway_from_lookup(
@@ -58,70 +74,17 @@ pub async fn gateway_from_lookup(
 ) -> edge_session::Result<HostGateway> {
     let settings = Settings::from_lookup(&get)?;
     let config = GatewayConfig::from_lookup(&get)?;
+    config.origin.url()?;
     let backend = settings.backend.connect().await?;
     let store = SessionStore::new(backend, settings.session, settings.keys)?;
     if let Err(e) = store.preload_scripts().await {
         log::warn!("edge-session-host: could not preload the store's scripts yet: {e}");
     }
     let log_events = config.log_events;
-    let upstream = ReqwestUpstream::new()?.with_max_body_bytes(config.max_body_bytes);
-    let gateway = Gateway::new(store, upstream, config);
-    Ok(if log_events {
+    let gateway = Gateway::new(store, config);
+    HostGateway::new(if log_events {
         gateway.with_hooks(Arc::new(EventLog))
     } else {
         gateway
     })
-}
-
-/// Every path and method, handled by `gateway`. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()` (as [`serve`] does)
-/// for the peer's address to reach the gateway; without it requests carry no
-/// [`ClientAddr`].
-pub fn router(gateway: Arc<HostGateway>) -> Router {
-    Router::new().fallback(handle).with_state(gateway)
-}
-
-async fn handle(State(gateway): State<Arc<HostGateway>>, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let limit = gateway.config().max_body_bytes;
-    let body: Bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error_response(
-                ErrorCode::BodyTooLarge,
-                &format!("the request body is over the limit of {limit} bytes"),
-            )
-            .map(Body::from);
-        }
-        Err(e) => {
-            log::debug!("edge-session-host: request body not read: {e}");
-            return error_response(ErrorCode::BadRequest, "the request body could not be read")
-                .map(Body::from);
-        }
-    };
-    if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        let ip = addr.ip();
-        parts.extensions.insert(ClientAddr(ip));
-    }
-    gateway
-        .handle(axum::http::Request::from_parts(parts, body))
-        .await
-        .map(Body::from)
-}
-
-/// Serves `gateway` on `listener` (HTTP/1.1 with keep-alive) until `shutdown`
-/// resolves, then stops accepting connections, lets the requests in flight
-/// finish and returns.
-pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
-    gateway: HostGateway,
-    shutdown: F,
-) -> io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let app = router(Arc::new(gateway)).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
