@@ -129,11 +129,49 @@ async fn requests_are_signed_for_the_origin(kind: Kind) {
     let mut unsigned = headers.clone();
     unsigned.remove(SIGNATURE);
     assert!(check(&unsigned, "GET", path, now).is_err());
+    // The README's Node and Python verifiers agree.
+    for program in [["node", "verify.mjs"], ["python3", "verify.py"]] {
+        assert!(
+            verified_by(program, &headers, method.as_str(), path),
+            "{program:?}"
+        );
+        assert!(!verified_by(program, &forged, "GET", path), "{program:?}");
+        assert!(
+            !verified_by(program, &headers, "GET", "/admin"),
+            "{program:?}"
+        );
+    }
     // A client's own signature header never reaches the origin.
     let sent = get("/", None).header(SIGNATURE, "t=1,v1=00");
     let without = gateway_with(h.store.clone(), origin.clone(), &[]);
     without.handle(plain(sent)).await;
     assert!(origin.last().get(SIGNATURE).is_none());
+}
+
+/// Runs `examples/verify-origin/<script>` on a request head: true when it
+/// says the signature verifies.
+fn verified_by(program: [&str; 2], headers: &http::HeaderMap, method: &str, path: &str) -> bool {
+    use std::io::Write as _;
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), Value::from(v.to_str().unwrap())))
+        .collect();
+    let input =
+        serde_json::json!({ "secret": SECRET, "method": method, "path": path, "headers": headers });
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/verify-origin");
+    let mut child = std::process::Command::new(program[0])
+        .arg(program[1])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
 }
 
 async fn personal_responses_are_kept_out_of_shared_caches(kind: Kind) {
