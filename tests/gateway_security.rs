@@ -23,6 +23,7 @@ both_backends!(
     error_bodies_name_the_code_not_the_details,
     trusted_origins_pass_the_csrf_check_with_sec_fetch_site,
     a_joined_login_header_is_refused,
+    instructions_apply_on_origin_errors_too,
 );
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-origin";
@@ -352,4 +353,28 @@ async fn a_joined_login_header_is_refused(kind: Kind) {
     let response = gateway.handle(plain(get("/", None))).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert!(response.headers().get("set-cookie").is_none());
+}
+
+async fn instructions_apply_on_origin_errors_too(kind: Kind) {
+    // Decided and documented: the origin's instructions are applied whatever
+    // its status (a 500 page may log a user out), like a 200's.
+    let h = Harness::start(kind).await;
+    let origin = RecordingOrigin::default();
+    let gateway = gateway_with(h.store.clone(), origin.clone(), &[]);
+    origin.answer_with(&[("x-session-login", "erin")], Bytes::new());
+    let cookie = session_cookie(&gateway.handle(plain(get("/", None))).await);
+    *origin.status.lock().unwrap() = StatusCode::INTERNAL_SERVER_ERROR;
+    origin.answer_with(&[("x-session-logout", "current")], Bytes::new());
+    let response = gateway.handle(plain(get("/", Some(&cookie)))).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    *origin.status.lock().unwrap() = StatusCode::OK;
+    origin.answer_with(&[], Bytes::new());
+    gateway.handle(plain(get("/", Some(&cookie)))).await;
+    assert!(origin.last().get("x-session-user").is_none(), "logged out");
 }

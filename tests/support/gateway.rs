@@ -82,6 +82,8 @@ pub struct RecordingOrigin {
     pub seen: Arc<Mutex<Vec<http::HeaderMap>>>,
     pub answer: Arc<Mutex<Vec<(String, String)>>>,
     pub body: Arc<Mutex<Bytes>>,
+    /// The status it answers with (default 200).
+    pub status: Arc<Mutex<http::StatusCode>>,
     /// Method and URI of every request received.
     pub requests: Arc<Mutex<Vec<(http::Method, http::Uri)>>>,
 }
@@ -114,6 +116,7 @@ impl Upstream<Full<Bytes>> for RecordingOrigin {
             .push((request.method().clone(), request.uri().clone()));
         let body = self.body.lock().unwrap().clone();
         let mut response = Response::new(Full::new(body.clone()));
+        *response.status_mut() = *self.status.lock().unwrap();
         response
             .headers_mut()
             .insert(http::header::CONTENT_LENGTH, body.len().into());
