@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 /// A boxed error, as hyper takes them.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// A body streamed through untouched, frame by frame, with two additions:
+/// A body streamed through untouched, frame by frame, with three additions:
 ///
 /// - a byte limit (`SESSION_MAX_BODY_BYTES`): past it the stream ends with a
 ///   [`BodyTooLarge`] error instead of the next frame, so an upload is
@@ -24,13 +24,18 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// - an end signal: the sender given to [`Capped::until_end`] is dropped
 ///   once the body has ended (its last frame read, an error, or the body
 ///   dropped), which starts the origin's response-head timeout.
+/// - the rest of a body cut off at the limit goes to the sender given to
+///   [`Capped::rest_to`] (the host reads a client's upload to its end, or a
+///   while, so that the client reads its `413`).
 #[derive(Debug)]
 pub struct Capped<B> {
-    inner: B,
+    /// `None` once handed over by [`Capped::rest_to`].
+    inner: Option<B>,
     limit: Option<u64>,
     seen: u64,
     what: &'static str,
     end: Option<oneshot::Sender<()>>,
+    rest: Option<oneshot::Sender<B>>,
 }
 
 impl<B: Body> Capped<B> {
@@ -38,20 +43,29 @@ impl<B: Body> Capped<B> {
     /// names it in the error ("request body", "origin response body").
     pub fn new(inner: B, limit: Option<u64>, what: &'static str) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             limit,
             seen: 0,
             what,
             end: None,
+            rest: None,
         }
     }
 
     /// Drops `end` once the body is over (at once if it is already).
     #[must_use]
     pub fn until_end(mut self, end: oneshot::Sender<()>) -> Self {
-        if !self.inner.is_end_stream() {
+        if !self.inner.as_ref().is_none_or(Body::is_end_stream) {
             self.end = Some(end);
         }
+        self
+    }
+
+    /// Sends the inner body, what is left of it, to `rest` when it goes over
+    /// the limit (instead of dropping it with this body).
+    #[must_use]
+    pub fn rest_to(mut self, rest: oneshot::Sender<B>) -> Self {
+        self.rest = Some(rest);
         self
     }
 
@@ -74,7 +88,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
             None => {
                 this.end = None;
                 return Poll::Ready(None);
@@ -91,24 +108,29 @@ where
                 && this.seen > limit
             {
                 this.end = None;
+                if let (Some(rest), Some(inner)) = (this.rest.take(), this.inner.take()) {
+                    let _ = rest.send(inner);
+                }
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
                     what: this.what,
                     limit,
                 }))));
             }
         }
-        if this.inner.is_end_stream() {
+        if this.is_end_stream() {
             this.end = None;
         }
         Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -199,11 +221,16 @@ mod tests {
     async fn cuts_the_stream_off_past_the_limit() {
         let (tx, mut rx) = oneshot::channel();
         let body = Capped::new(chunks(&[4, 4, 4]), Some(6), "request body").until_end(tx);
+        let (rest, mut left) = oneshot::channel();
+        let body = body.rest_to(rest);
         let error = body.collect().await.unwrap_err();
         let too_large = error.downcast_ref::<BodyTooLarge>().unwrap();
         assert_eq!(too_large.limit, 6);
         assert!(error.to_string().contains("request body"), "{error}");
         assert!(rx.try_recv().is_err());
+        // The third chunk was not read: it is in the rest.
+        let rest = left.try_recv().unwrap();
+        assert_eq!(rest.collect().await.unwrap().to_bytes().len(), 4);
     }
 
     #[tokio::test]

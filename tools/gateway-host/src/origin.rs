@@ -92,11 +92,31 @@ where
     type Body = OriginBody;
 
     async fn forward(&self, request: Request<B>) -> Result<Response<OriginBody>> {
+        self.send(request, None).await
+    }
+}
+
+impl<B> OriginClient<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// [`Upstream::forward`], and when the request body goes over the
+    /// limit, what is left of it goes to `rest` (see [`Capped::rest_to`]).
+    pub async fn send(
+        &self,
+        request: Request<B>,
+        rest: Option<oneshot::Sender<B>>,
+    ) -> Result<Response<OriginBody>> {
         let (mut parts, body) = request.into_parts();
         // The origin gets HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
         let (end, ended) = oneshot::channel();
-        let body = Capped::new(body, self.max_body_bytes, "request body").until_end(end);
+        let mut body = Capped::new(body, self.max_body_bytes, "request body").until_end(end);
+        if let Some(rest) = rest {
+            body = body.rest_to(rest);
+        }
         let response = self.client.request(Request::from_parts(parts, body));
         // The head timeout starts once the request body is over (sent,
         // failed or dropped): the time to upload it is the client's.
@@ -154,13 +174,15 @@ impl<B> OriginClient<B> {
 /// (the client went away or sent a broken body) and not the origin.
 pub(crate) const UPLOAD_FAILED: &str = "the client's request body failed";
 
-/// True when a request failed because its body did (hyper's "user body"
-/// error), i.e. on the client's side.
+/// True when a request failed because its body did, i.e. on the client's
+/// side: hyper's "user body" error, a user error with the body's own
+/// error as its source (hyper's other user errors have none).
 fn upload_failed(error: &(dyn StdError + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(hyper) = e.downcast_ref::<hyper::Error>()
             && hyper.is_user()
+            && hyper.source().is_some()
         {
             return true;
         }

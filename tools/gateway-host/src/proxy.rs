@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edge_session::gateway::{
-    ClientAddr, ErrorCode, Finished, Gateway, GatewayBody, Prepared, Upstream, error_response,
+    ClientAddr, ErrorCode, Finished, Gateway, GatewayBody, Prepared, error_response,
 };
 use edge_session::{AnyBackend, Backend, Error, Result};
 use http::{Extensions, Request, Response, StatusCode};
@@ -15,6 +15,7 @@ use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
 
 use crate::origin::{OriginBody, OriginClient, UPLOAD_FAILED};
 
@@ -75,9 +76,16 @@ impl<B: Backend> HostGateway<B> {
             .is_upgrade()
             .then(|| hyper::upgrade::on(&mut request));
         *request.extensions_mut() = Extensions::new();
-        let mut response = match self.origin.forward(request).await {
+        let (rest, mut left) = oneshot::channel();
+        let mut response = match self.origin.send(request, Some(rest)).await {
             Ok(response) => response,
-            Err(e) => return own(self.forward_error(&e)),
+            Err(e) => {
+                // An upload over the limit: read on, for the client to read its 413.
+                if let Ok(rest) = left.try_recv() {
+                    linger(rest);
+                }
+                return own(self.forward_error(&e));
+            }
         };
         let origin_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
             .then(|| hyper::upgrade::on(&mut response));
@@ -138,9 +146,9 @@ pub const LINGER_TIME: Duration = Duration::from_secs(5);
 /// How much of it is read and thrown away, at most.
 pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Reads the body of a request the gateway answered without the origin
-/// (a refusal, `413 body_too_large` by its `Content-Length`, an API route)
-/// and throws it away, for [`LINGER_TIME`] and [`LINGER_BYTES`] at most:
+/// Reads the body of a request answered without the origin (a refusal,
+/// `413 body_too_large` by its `Content-Length` or for a chunked upload cut
+/// off at the limit, an API route) and throws it away, for [`LINGER_TIME`] and [`LINGER_BYTES`] at most:
 /// a client still sending it then gets to read the answer (and keeps its
 /// connection), instead of a connection closed under its upload. Past
 /// either bound the connection is closed.

@@ -165,6 +165,9 @@ async fn bad_configuration_stops_the_host_with_a_message() {
     let (ok, stderr) = run(&[base[0], base[1], base[3]]);
     assert!(!ok && stderr.contains("SESSION_SECRETS"), "{stderr}");
 
+    let (ok, stderr) = run(&base[1..]);
+    assert!(!ok && stderr.contains("ORIGIN_URL"), "{stderr}");
+
     let (ok, stderr) = run(&[&base[..3], &[("GATEWAY_LISTEN", "nowhere")]].concat());
     assert!(!ok && stderr.contains("nowhere"), "{stderr}");
 }
