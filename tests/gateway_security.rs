@@ -11,8 +11,10 @@ use edge_session::gateway::signature::{self, DEFAULT_WINDOW, SIGNATURE};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
-use crate::support::gateway::{RecordingOrigin, gateway_with};
-use crate::support::{Harness, Kind};
+use crate::support::gateway::{
+    RecordingOrigin, TestGateway, browser_get as get, error_code as code, gateway_with,
+};
+use crate::support::{Counting, Harness, Kind};
 
 both_backends!(
     underscored_session_headers_never_reach_the_origin,
@@ -28,16 +30,18 @@ both_backends!(
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-origin";
 
-fn get(path: &str, cookie: Option<&str>) -> http::request::Builder {
-    let mut builder = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header("host", "shop.example")
-        .header("user-agent", "security-test/1");
-    if let Some(cookie) = cookie {
-        builder = builder.header("cookie", cookie);
-    }
-    builder
+type Rig = (
+    Harness,
+    RecordingOrigin,
+    TestGateway<Counting<edge_session::AnyBackend>, RecordingOrigin>,
+);
+
+/// A store on `kind`, a recording origin, and a gateway configured with `extra`.
+async fn rig(kind: Kind, extra: &[(&str, &str)]) -> Rig {
+    let h = Harness::start(kind).await;
+    let origin = RecordingOrigin::default();
+    let gateway = gateway_with(h.store.clone(), origin.clone(), extra);
+    (h, origin, gateway)
 }
 
 fn plain(builder: http::request::Builder) -> Request<Bytes> {
@@ -55,19 +59,8 @@ fn session_cookie(response: &Response<Bytes>) -> String {
         .expect("a session cookie")
 }
 
-fn code(response: &Response<Bytes>) -> String {
-    let body: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
-    body["code"].as_str().unwrap_or_default().to_owned()
-}
-
 async fn underscored_session_headers_never_reach_the_origin(kind: Kind) {
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(
-        h.store.clone(),
-        origin.clone(),
-        &[("SESSION_SKIP_PATHS", "/static")],
-    );
+    let (_h, origin, gateway) = rig(kind, &[("SESSION_SKIP_PATHS", "/static")]).await;
     for path in ["/", "/static/a.css"] {
         let spoofed = get(path, None)
             .header("x_session_user", "admin")
@@ -88,13 +81,7 @@ async fn underscored_session_headers_never_reach_the_origin(kind: Kind) {
 }
 
 async fn requests_are_signed_for_the_origin(kind: Kind) {
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(
-        h.store.clone(),
-        origin.clone(),
-        &[("SESSION_ORIGIN_SECRET", SECRET)],
-    );
+    let (h, origin, gateway) = rig(kind, &[("SESSION_ORIGIN_SECRET", SECRET)]).await;
     origin.answer_with(&[("x-session-login", "alice")], Bytes::new());
     let response = gateway.handle(plain(get("/a?x=1", None))).await;
     let cookie = session_cookie(&response);
@@ -176,13 +163,7 @@ fn verified_by(program: [&str; 2], headers: &http::HeaderMap, method: &str, path
 }
 
 async fn personal_responses_are_kept_out_of_shared_caches(kind: Kind) {
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(
-        h.store.clone(),
-        origin.clone(),
-        &[("SESSION_CACHE_PUBLIC_PATHS", "/assets")],
-    );
+    let (_h, origin, gateway) = rig(kind, &[("SESSION_CACHE_PUBLIC_PATHS", "/assets")]).await;
     let public = ("cache-control", "public, max-age=600");
     // Anonymous, no session: the origin's caching stands.
     origin.answer_with(&[public], Bytes::new());
@@ -259,13 +240,7 @@ async fn forwarding_headers_are_the_gateways_own(kind: Kind) {
 }
 
 async fn skip_paths_drop_the_cookies_and_odd_paths_are_refused(kind: Kind) {
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(
-        h.store.clone(),
-        origin.clone(),
-        &[("SESSION_SKIP_PATHS", "/static")],
-    );
+    let (h, origin, gateway) = rig(kind, &[("SESSION_SKIP_PATHS", "/static")]).await;
     origin.answer_with(&[("x-session-login", "carol")], Bytes::new());
     let cookie = session_cookie(&gateway.handle(plain(get("/", None))).await);
     origin.answer_with(&[], Bytes::new());
@@ -293,9 +268,7 @@ async fn skip_paths_drop_the_cookies_and_odd_paths_are_refused(kind: Kind) {
 }
 
 async fn error_bodies_name_the_code_not_the_details(kind: Kind) {
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(h.store.clone(), origin.clone(), &[]);
+    let (_h, origin, gateway) = rig(kind, &[]).await;
     for (name, value) in [
         ("x-session-set", r#"{"secret_field": "#),
         ("x-session-incr", r#"{"internal_counter": "x"}"#),
@@ -320,13 +293,8 @@ async fn error_bodies_name_the_code_not_the_details(kind: Kind) {
 }
 
 async fn trusted_origins_pass_the_csrf_check_with_sec_fetch_site(kind: Kind) {
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(
-        h.store.clone(),
-        origin.clone(),
-        &[("SESSION_TRUSTED_ORIGINS", "https://app.example")],
-    );
+    let (_h, origin, gateway) =
+        rig(kind, &[("SESSION_TRUSTED_ORIGINS", "https://app.example")]).await;
     origin.answer_with(&[("x-session-login", "dora")], Bytes::new());
     let cookie = session_cookie(&gateway.handle(plain(get("/", None))).await);
     let logout = |from: &str| {
@@ -344,9 +312,7 @@ async fn trusted_origins_pass_the_csrf_check_with_sec_fetch_site(kind: Kind) {
 }
 
 async fn a_joined_login_header_is_refused(kind: Kind) {
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(h.store.clone(), origin.clone(), &[]);
+    let (_h, origin, gateway) = rig(kind, &[]).await;
     // What a platform that joins repeated headers (the Workers Headers API)
     // makes of two x-session-login headers.
     origin.answer_with(&[("x-session-login", "alice, bob")], Bytes::new());
@@ -358,9 +324,7 @@ async fn a_joined_login_header_is_refused(kind: Kind) {
 async fn instructions_apply_on_origin_errors_too(kind: Kind) {
     // Decided and documented: the origin's instructions are applied whatever
     // its status (a 500 page may log a user out), like a 200's.
-    let h = Harness::start(kind).await;
-    let origin = RecordingOrigin::default();
-    let gateway = gateway_with(h.store.clone(), origin.clone(), &[]);
+    let (_h, origin, gateway) = rig(kind, &[]).await;
     origin.answer_with(&[("x-session-login", "erin")], Bytes::new());
     let cookie = session_cookie(&gateway.handle(plain(get("/", None))).await);
     *origin.status.lock().unwrap() = StatusCode::INTERNAL_SERVER_ERROR;

@@ -12,10 +12,12 @@ use edge_session::{
     Changes, ClientInfo, CookieConfig, Error, KeyRing, SessionConfig, SessionEvent, SessionStore,
     SessionToken,
 };
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::gateway::{RecordingOrigin as Origin, TestGateway, gateway_with};
+use crate::support::gateway::{
+    RecordingOrigin as Origin, TestGateway, browser_get as get, error_code as code, gateway_with,
+};
 use crate::support::{Harness, Kind, SECRETS, Store, test_config};
 
 both_backends!(
@@ -584,23 +586,6 @@ async fn user_agent_binding(kind: Kind) {
     );
     // The device list still shows the session: it was not destroyed.
     assert_eq!(store.devices("bob").await.unwrap().len(), 1);
-}
-
-fn get(path: &str, cookie: Option<&str>) -> http::request::Builder {
-    let mut builder = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header("host", "shop.example")
-        .header("user-agent", "limits-test/1");
-    if let Some(cookie) = cookie {
-        builder = builder.header("cookie", cookie);
-    }
-    builder
-}
-
-fn code(response: &Response<Bytes>) -> String {
-    let body: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
-    body["code"].as_str().unwrap_or_default().to_owned()
 }
 
 fn cookie_of(response: &Response<Bytes>) -> String {

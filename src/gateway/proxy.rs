@@ -58,7 +58,7 @@ enum State {
     /// A skip path: no session work.
     Skipped,
     /// The session as loaded; the origin's instructions apply to it.
-    Session(RequestSession),
+    Session(Box<RequestSession>),
     /// The store was unavailable and the policy is fail-open.
     Unavailable(Error),
 }
@@ -122,8 +122,8 @@ impl<B: Backend> Gateway<B> {
         // on skip paths too: the origin gets the non-secret handle only.
         remove_cookie(&mut parts.headers, &self.store().cookies().config().name);
         remove_cookie(&mut parts.headers, &self.store().sync_cookie_name());
-        if let Err(response) = self.rewrite_for_origin(&mut parts, upgrade) {
-            return Prepared::Respond(response);
+        if let Some(refusal) = self.rewrite_for_origin(&mut parts, upgrade) {
+            return Prepared::Respond(refusal);
         }
         let cache_public = config.cache_is_public(&path);
         Prepared::Forward {
@@ -150,7 +150,7 @@ impl<B: Backend> Gateway<B> {
                 if let Some(s) = session.session() {
                     add_session_headers(&mut parts.headers, s);
                 }
-                State::Session(session)
+                State::Session(Box::new(session))
             }
             Err(e) if self.fails_open(&e) => {
                 log::warn!(
@@ -190,7 +190,7 @@ impl<B: Backend> Gateway<B> {
             }
             State::Session(session) => {
                 let personal = session.session().is_some();
-                let (finished, cookie) = self.commit(session, head, upgrade).await;
+                let (finished, cookie) = self.commit(*session, head, upgrade).await;
                 (finished, personal || cookie)
             }
         };
@@ -305,12 +305,13 @@ impl<B: Backend> Gateway<B> {
     /// Points the head at the origin ([`Origin`]), makes the forwarding
     /// headers the gateway's own (see [`set_forwarding`]), removes hop-by-hop
     /// headers (but a WebSocket handshake's `Upgrade`) and, with
-    /// `SESSION_ORIGIN_SECRET`, signs the head ([`signature`]).
+    /// `SESSION_ORIGIN_SECRET`, signs the head ([`signature`]). `Some` is
+    /// the refusal of a request whose URI cannot be pointed there.
     fn rewrite_for_origin(
         &self,
         parts: &mut request::Parts,
         upgrade: bool,
-    ) -> std::result::Result<(), Response<Bytes>> {
+    ) -> Option<Response<Bytes>> {
         let config = self.config();
         let bad_path =
             || error_response(ErrorCode::BadRequest, "the request path is not a valid URI");
@@ -330,14 +331,15 @@ impl<B: Backend> Gateway<B> {
                     .uri
                     .path_and_query()
                     .map_or("/", http::uri::PathAndQuery::as_str);
-                parts.uri = format!("{base}{path_and_query}")
-                    .parse()
-                    .map_err(|_| bad_path())?;
+                match format!("{base}{path_and_query}").parse() {
+                    Ok(uri) => parts.uri = uri,
+                    Err(_) => return Some(bad_path()),
+                }
             }
             // The request keeps its own (absolute) URL.
             Origin::SameUrl | Origin::Service(_) => {
                 if parts.uri.authority().is_none() {
-                    return Err(bad_path());
+                    return Some(bad_path());
                 }
             }
         }
@@ -367,7 +369,7 @@ impl<B: Backend> Gateway<B> {
                     .insert(HeaderName::from_static(SIGNATURE), value);
             }
         }
-        Ok(())
+        None
     }
 
     /// `431 headers_too_large`, or `413 body_too_large` for a declared

@@ -151,3 +151,24 @@ pub fn gateway_with(
     .unwrap();
     TestGateway::new(Gateway::new(store, config), upstream)
 }
+
+/// A request head to the gateway from a browser at `shop.example`, with
+/// `cookie` as its `Cookie` header.
+pub fn browser_get(path: &str, cookie: Option<&str>) -> http::request::Builder {
+    let mut builder = Request::builder()
+        .method(http::Method::GET)
+        .uri(path)
+        .header("host", "shop.example")
+        .header("user-agent", "edge-session-tests/1");
+    if let Some(cookie) = cookie {
+        builder = builder.header("cookie", cookie);
+    }
+    builder
+}
+
+/// The `code` of a JSON error body ("" when there is none).
+pub fn error_code(response: &Response<Bytes>) -> String {
+    let body: serde_json::Value =
+        serde_json::from_slice(response.body()).unwrap_or(serde_json::Value::Null);
+    body["code"].as_str().unwrap_or_default().to_owned()
+}
