@@ -33,20 +33,20 @@ pub struct Capped<B> {
     inner: Option<B>,
     limit: Option<u64>,
     seen: u64,
-    what: &'static str,
+    direction: Direction,
     end: Option<oneshot::Sender<()>>,
     rest: Option<oneshot::Sender<B>>,
 }
 
 impl<B: Body> Capped<B> {
-    /// `inner` with at most `limit` bytes (no limit with `None`); `what`
-    /// names it in the error ("request body", "origin response body").
-    pub fn new(inner: B, limit: Option<u64>, what: &'static str) -> Self {
+    /// `inner`, going `direction`, with at most `limit` bytes (no limit
+    /// with `None`).
+    pub fn new(inner: B, limit: Option<u64>, direction: Direction) -> Self {
         Self {
             inner: Some(inner),
             limit,
             seen: 0,
-            what,
+            direction,
             end: None,
             rest: None,
         }
@@ -98,7 +98,17 @@ where
             }
             Some(Err(e)) => {
                 this.end = None;
-                return Poll::Ready(Some(Err(e.into())));
+                let e = e.into();
+                let (what, seen) = (this.direction.what(), this.seen);
+                match this.direction {
+                    Direction::Upload => {
+                        log::debug!("edge-session-host: the {what} failed after {seen} bytes: {e}");
+                    }
+                    Direction::Download => log::warn!(
+                        "edge-session-host: the {what} failed after {seen} bytes, the client's response is cut off: {e}"
+                    ),
+                }
+                return Poll::Ready(Some(Err(e)));
             }
             Some(Ok(frame)) => frame,
         };
@@ -111,10 +121,15 @@ where
                 if let (Some(rest), Some(inner)) = (this.rest.take(), this.inner.take()) {
                     let _ = rest.send(inner);
                 }
-                return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
-                    what: this.what,
+                let error = BodyTooLarge {
+                    what: this.direction.what(),
                     limit,
-                }))));
+                };
+                match this.direction {
+                    Direction::Upload => log::info!("edge-session-host: {error}: upload aborted"),
+                    Direction::Download => log::warn!("edge-session-host: {error}: cut off"),
+                }
+                return Poll::Ready(Some(Err(Box::new(error))));
             }
         }
         if this.is_end_stream() {
@@ -131,6 +146,25 @@ where
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// Which way a [`Capped`] body goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The client's request body, to the origin.
+    Upload,
+    /// The origin's response body, to the client.
+    Download,
+}
+
+impl Direction {
+    /// The body's name in errors and logs.
+    pub fn what(self) -> &'static str {
+        match self {
+            Direction::Upload => "request body",
+            Direction::Download => "origin response body",
+        }
     }
 }
 
@@ -193,7 +227,7 @@ mod tests {
     #[tokio::test]
     async fn passes_a_body_within_the_limit_and_signals_its_end() {
         let (tx, mut rx) = oneshot::channel();
-        let mut body = Capped::new(chunks(&[3, 4]), Some(7), "request body").until_end(tx);
+        let mut body = Capped::new(chunks(&[3, 4]), Some(7), Direction::Upload).until_end(tx);
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap().len(), 3);
         assert!(rx.try_recv().is_err(), "not over after the first chunk");
@@ -210,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_body_is_over_at_once() {
         let (tx, mut rx) = oneshot::channel();
-        let _body = Capped::new(chunks(&[]), None, "request body").until_end(tx);
+        let _body = Capped::new(chunks(&[]), None, Direction::Upload).until_end(tx);
         assert!(matches!(
             rx.try_recv(),
             Err(oneshot::error::TryRecvError::Closed)
@@ -220,7 +254,7 @@ mod tests {
     #[tokio::test]
     async fn cuts_the_stream_off_past_the_limit() {
         let (tx, mut rx) = oneshot::channel();
-        let body = Capped::new(chunks(&[4, 4, 4]), Some(6), "request body").until_end(tx);
+        let body = Capped::new(chunks(&[4, 4, 4]), Some(6), Direction::Upload).until_end(tx);
         let (rest, mut left) = oneshot::channel();
         let body = body.rest_to(rest);
         let error = body.collect().await.unwrap_err();
@@ -235,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_limit_passes_everything() {
-        let body = Capped::new(chunks(&[1000; 100]), None, "origin response body");
+        let body = Capped::new(chunks(&[1000; 100]), None, Direction::Download);
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 100_000);
     }
 }

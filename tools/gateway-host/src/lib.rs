@@ -51,7 +51,7 @@ use std::sync::Arc;
 use edge_session::gateway::{EventLog, Gateway, GatewayConfig};
 use edge_session::{SessionStore, Settings};
 
-pub use body::{BodyTooLarge, BoxError, Capped};
+pub use body::{BodyTooLarge, BoxError, Capped, Direction};
 pub use origin::{ORIGIN_IDLE_TIMEOUT, OriginBody, OriginClient};
 pub use proxy::{HostBody, HostGateway, LINGER_BYTES, LINGER_TIME};
 pub use server::serve;

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
-use crate::body::{BodyTooLarge, BoxError, Capped};
+use crate::body::{BodyTooLarge, BoxError, Capped, Direction};
 
 /// How long an idle keep-alive connection to the origin stays in the pool.
 pub const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,7 +113,7 @@ where
         // The origin gets HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
         let (end, ended) = oneshot::channel();
-        let mut body = Capped::new(body, self.max_body_bytes, "request body").until_end(end);
+        let mut body = Capped::new(body, self.max_body_bytes, Direction::Upload).until_end(end);
         if let Some(rest) = rest {
             body = body.rest_to(rest);
         }
@@ -131,7 +131,7 @@ where
             }
         };
         let limit = self.max_body_bytes;
-        Ok(response.map(|body| Capped::new(body, limit, "origin response body")))
+        Ok(response.map(|body| Capped::new(body, limit, Direction::Download)))
     }
 }
 

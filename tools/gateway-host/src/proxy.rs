@@ -119,13 +119,10 @@ impl<B: Backend> HostGateway<B> {
     /// origin errors (`504 origin_timeout`, `502 origin_unavailable`).
     fn forward_error(&self, error: &Error) -> Response<Bytes> {
         match error {
-            Error::TooLarge { what, limit, .. } => {
-                log::info!("edge-session-host: upload refused: the {what} is over {limit} bytes");
-                error_response(
-                    ErrorCode::BodyTooLarge,
-                    &format!("the request body is over the limit of {limit} bytes"),
-                )
-            }
+            Error::TooLarge { limit, .. } => error_response(
+                ErrorCode::BodyTooLarge,
+                &format!("the request body is over the limit of {limit} bytes"),
+            ),
             Error::Origin { reason, .. } if reason == UPLOAD_FAILED => {
                 log::debug!("edge-session-host: {error}");
                 error_response(ErrorCode::BadRequest, "the request body could not be read")

@@ -183,6 +183,13 @@ async fn a_client_aborting_its_upload_aborts_the_origin_request() {
             .await
             .unwrap();
     }
+    // The request is at the origin, its body not over (an abort before the
+    // client's buffered bytes leave would never reach the origin at all).
+    soon(
+        "the request at the origin",
+        origin.record_started.notified(),
+    )
+    .await;
     sender.abort("the client gives up".into());
     let upload = origin.upload().await;
     assert!(!upload.complete, "{upload:?}");

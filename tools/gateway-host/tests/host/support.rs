@@ -138,6 +138,8 @@ pub(crate) struct Upload {
 pub(crate) struct Origin {
     pub(crate) url: String,
     pub(crate) slow_started: Arc<Notify>,
+    /// Notified when `/record` starts reading a request.
+    pub(crate) record_started: Arc<Notify>,
     pub(crate) slow_release: Arc<Notify>,
     uploads: Mutex<mpsc::UnboundedReceiver<Upload>>,
 }
@@ -145,6 +147,7 @@ pub(crate) struct Origin {
 #[derive(Clone)]
 struct OriginState {
     slow_started: Arc<Notify>,
+    record_started: Arc<Notify>,
     slow_release: Arc<Notify>,
     uploads: mpsc::UnboundedSender<Upload>,
 }
@@ -154,6 +157,7 @@ impl Origin {
         let (uploads, uploaded) = mpsc::unbounded_channel();
         let state = OriginState {
             slow_started: Arc::new(Notify::new()),
+            record_started: Arc::new(Notify::new()),
             slow_release: Arc::new(Notify::new()),
             uploads,
         };
@@ -194,6 +198,7 @@ impl Origin {
         Self {
             url,
             slow_started: state.slow_started,
+            record_started: state.record_started,
             slow_release: state.slow_release,
             uploads: Mutex::new(uploaded),
         }
@@ -210,6 +215,7 @@ impl Origin {
 }
 
 async fn record(State(state): State<OriginState>, request: AxumRequest) -> Response {
+    state.record_started.notify_one();
     let mut body = request.into_body().into_data_stream();
     let mut upload = Upload {
         bytes: 0,
