@@ -7,7 +7,7 @@
 //!
 //! `support` is the harness, `streaming` the bodies both ways and WebSocket,
 //! `faults` the origin's and the client's failures, timeouts and limits,
-//! `memory` the host's memory while 1 GiB streams through it.
+//! `memory` the host's memory while 1 GiB streams through it each way.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
