@@ -100,6 +100,41 @@ def ratio_line(name, value, target, op, unit=""):
     return "| %s | %s | %s %s%s | %s |" % (name, shown, op, target, unit, "met" if met else "**missed**")
 
 
+def streaming_section(rows):
+    """The streaming table and its targets (a 64 MiB download, medians)."""
+    out = ["## Streaming: a 64 MiB download", ""]
+    out.append(
+        "curl on a fresh connection, the demo origin's `/stream/download` (64 KiB chunks, "
+        "Content-Length); medians of the runs after a warm-up. `worker` is the Worker under workerd "
+        "(Miniflare, no wrangler dev proxy); `worker-origin` a plain JavaScript pass-through Worker "
+        "under the same workerd, for scale."
+    )
+    out.append("")
+    out.append("| target | visitor | first byte, ms | MiB/s | short downloads |")
+    out.append("|---|---|---:|---:|---:|")
+    by = {}
+    for r in rows:
+        by[(r["target"], r["visitor"])] = r
+        out.append(
+            "| %s | %s | %s | %s | %s |"
+            % (r["target"], r["visitor"], r["ttfb_p50_ms"], r["mib_s_p50"], r["short_downloads"])
+        )
+    out.append("")
+    origin = by.get(("origin", "anonymous"))
+    if origin:
+        out.append("| streaming target | measured | target | |")
+        out.append("|---|---:|---:|---|")
+        for (target, visitor), r in by.items():
+            if target in ("origin", "worker-origin"):
+                continue
+            extra = float(r["ttfb_p50_ms"]) - float(origin["ttfb_p50_ms"])
+            out.append(ratio_line("first byte, %s (%s) - origin alone" % (target, visitor), extra, 1, "<", " ms"))
+            ratio = float(r["mib_s_p50"]) / float(origin["mib_s_p50"]) if float(origin["mib_s_p50"]) else None
+            out.append(ratio_line("download MiB/s, %s (%s) / origin alone" % (target, visitor), ratio, 0.8, ">=", "x"))
+        out.append("")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -114,6 +149,7 @@ def main():
     ap.add_argument("--load-after", default="")
     ap.add_argument("--note", default="")
     ap.add_argument("--settings", default="")
+    ap.add_argument("--streaming", default="")
     a = ap.parse_args()
 
     rows = read_tsv(a.results)
@@ -233,7 +269,12 @@ def main():
                 "| lost increments, stack %s | %s | 0 | %s |"
                 % (STACKS[s][0], c["lost"], "met" if int(c["lost"]) == 0 else "**missed**")
             )
+    g, o = rps("gateway", "anon"), rps("origin", "anon")
+    out.append(ratio_line("native host anonymous pass-through / origin alone, req/s", div(g, o), 0.5, ">=", "x"))
     out.append("")
+
+    if a.streaming:
+        out.extend(streaming_section(read_tsv(a.streaming)))
 
     # Where a target is missed: what the figures themselves show.
     notes = []
