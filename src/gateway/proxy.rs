@@ -279,7 +279,7 @@ impl<B: Backend> Gateway<B> {
     pub fn origin_error(&self, error: &Error) -> Response<Bytes> {
         match error {
             Error::OriginTimeout { .. } => {
-                log::error!("edge-session: origin timed out: {error}");
+                log::warn!("edge-session: origin timed out: {error}");
                 error_response(
                     ErrorCode::OriginTimeout,
                     "the origin did not answer in time",
@@ -293,7 +293,7 @@ impl<B: Backend> Gateway<B> {
                 )
             }
             _ => {
-                log::error!("edge-session: origin unavailable: {error}");
+                log::warn!("edge-session: origin unavailable: {error}");
                 error_response(
                     ErrorCode::OriginUnavailable,
                     "the origin could not be reached",
