@@ -386,9 +386,28 @@ pub fn encode_response(kind: Option<EventKind>, response: http::Response<Bytes>)
     Value::Object(out)
 }
 
+/// The length of `body` in a buffered response payload: its JSON string
+/// (quotes and escapes) when it is UTF-8 text, else its base64 encoding (see
+/// [`encode_response`]).
+pub fn encoded_body_len(body: &[u8]) -> usize {
+    match std::str::from_utf8(body) {
+        Ok(text) => {
+            2 + text
+                .bytes()
+                .map(|b| match b {
+                    b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                    0x00..=0x1f => 6,
+                    _ => 1,
+                })
+                .sum::<usize>()
+        }
+        Err(_) => body.len().div_ceil(3) * 4 + 2,
+    }
+}
+
 /// The values of a header that JSON can carry (UTF-8); others are dropped
 /// with a warning.
-fn text_values(headers: &HeaderMap, name: &header::HeaderName) -> Vec<String> {
+pub(crate) fn text_values(headers: &HeaderMap, name: &header::HeaderName) -> Vec<String> {
     headers
         .get_all(name)
         .iter()
@@ -429,6 +448,26 @@ mod tests {
         let out = encode_response(Some(EventKind::RestApi), response);
         assert_eq!(out["isBase64Encoded"], json!(false));
         assert_eq!(out["body"], json!("Zoë"));
+    }
+
+    #[test]
+    fn encoded_lengths_match_the_payload() {
+        for body in [
+            &b"plain text"[..],
+            b"quote \" backslash \\ newline \n tab \t bell \x07 nul \x00",
+            "Zoë ✓".as_bytes(),
+            &[0xff, 0x00, 0x80, 0x01],
+            &[0xff, 0x00, 0x80, 0x01, 0x02],
+            b"",
+        ] {
+            let response = http::Response::new(Bytes::copy_from_slice(body));
+            let encoded = encode_response(Some(EventKind::HttpApi), response);
+            assert_eq!(
+                encoded_body_len(body),
+                encoded["body"].to_string().len(),
+                "{body:?}"
+            );
+        }
     }
 
     #[test]

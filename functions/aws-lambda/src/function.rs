@@ -1,24 +1,23 @@
-//! The configuration read at cold start, and the gateway function itself.
+//! The configuration read at cold start, the response mode, and the gateway
+//! function itself.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use edge_session::backend::{Backend, RestBackend};
+use edge_session::backend::RestBackend;
 use edge_session::gateway::{
-    ClientAddr, ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, Upstream,
-    error_response,
+    ErrorCode, EventLog, Gateway, GatewayConfig, ReqwestUpstream, error_response,
 };
 use edge_session::{AnyBackend, BackendConfig, SessionStore, Settings};
+use lambda_http::lambda_runtime::FunctionResponse;
 use serde_json::Value;
 
 use crate::event::{self, EventKind};
+use crate::handler::{handle_event, stream_event};
 use crate::secrets::{self, SecretError};
-
-/// The gateway as this function runs it: either backend, origin over reqwest.
-pub type LambdaGateway = Gateway<AnyBackend, ReqwestUpstream>;
+use crate::streaming::{self, ResponseStream};
 
 /// Why the function could not start.
 #[derive(Debug)]
@@ -153,71 +152,149 @@ pub async fn store(
     Ok(SessionStore::new(backend, settings.session, settings.keys)?)
 }
 
+/// How the function answers, from `SESSION_LAMBDA_STREAMING` (read once, at
+/// cold start). It must match how the function is invoked, which the
+/// function cannot see: `template.yaml` sets it on the function behind the
+/// streaming Function URL and REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseMode {
+    /// `SESSION_LAMBDA_STREAMING` unset or false: one JSON response per
+    /// invocation in the event's payload format, the origin's body collected
+    /// first (at most [`crate::BUFFERED_PAYLOAD_LIMIT`] once encoded). For
+    /// the API Gateway HTTP API (payload 2.0), which cannot stream, and any
+    /// integration invoking the function with `Invoke`.
+    #[default]
+    Buffered,
+    /// `SESSION_LAMBDA_STREAMING=true`: a streamed response (metadata prelude,
+    /// then the origin's body as it arrives), for integrations invoking the
+    /// function with `InvokeWithResponseStream`: a Function URL with
+    /// `InvokeMode: RESPONSE_STREAM`, a REST API method whose integration has
+    /// `ResponseTransferMode: STREAM`.
+    Streaming,
+}
+
+impl ResponseMode {
+    /// The variable that chooses the mode.
+    pub const VARIABLE: &'static str = "SESSION_LAMBDA_STREAMING";
+
+    /// The mode named by `SESSION_LAMBDA_STREAMING` in `get` (true/false,
+    /// 1/0, yes/no, on/off; unset or empty is buffered).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, InitError> {
+        let Some(value) = get(Self::VARIABLE) else {
+            return Ok(Self::Buffered);
+        };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "false" | "no" | "off" => Ok(Self::Buffered),
+            "1" | "true" | "yes" | "on" => Ok(Self::Streaming),
+            _ => Err(InitError::Config(edge_session::Error::Config {
+                name: Self::VARIABLE,
+                reason: "must be true (streamed responses) or false (buffered responses)"
+                    .to_owned(),
+            })),
+        }
+    }
+
+    /// The mode of this process (its environment).
+    pub fn from_env() -> Result<Self, InitError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// `buffered` or `streaming`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buffered => "buffered",
+            Self::Streaming => "streaming",
+        }
+    }
+}
+
+/// The gateway as this function runs it: either backend, and the origin
+/// (`ORIGIN_URL`) over reqwest with the gateway's origin timeout and body
+/// limit.
+#[derive(Debug)]
+pub struct LambdaGateway {
+    gateway: Gateway<AnyBackend>,
+    upstream: ReqwestUpstream,
+}
+
+impl LambdaGateway {
+    /// The gateway over `store` reaching the origin through `upstream`.
+    pub fn new(gateway: Gateway<AnyBackend>, upstream: ReqwestUpstream) -> Self {
+        Self { gateway, upstream }
+    }
+
+    /// The core gateway.
+    pub fn gateway(&self) -> &Gateway<AnyBackend> {
+        &self.gateway
+    }
+
+    /// The origin.
+    pub fn upstream(&self) -> &ReqwestUpstream {
+        &self.upstream
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &SessionStore<AnyBackend> {
+        self.gateway.store()
+    }
+}
+
 /// The gateway for `env` (store, origin, settings), built once per execution
-/// environment. With `SESSION_LOG_EVENTS=true` it logs every session
-/// lifecycle event as one JSON line ([`EventLog`], through `log`, see
+/// environment. `ORIGIN_URL` is required (a Lambda has no origin of its
+/// own). With `SESSION_LOG_EVENTS=true` it logs every session lifecycle
+/// event as one JSON line ([`EventLog`], through `log`, see
 /// [`crate::init_logging`]).
 pub async fn gateway(env: &Env, client: reqwest::Client) -> Result<LambdaGateway, InitError> {
     let config = env.gateway_config()?;
+    config.origin.url()?;
+    ResponseMode::from_lookup(|name| env.get(name))?;
     let log_events = config.log_events;
     let store = store(env, &client).await?;
-    // Origin responses follow SESSION_MAX_BODY_BYTES, as requests do.
-    let upstream = ReqwestUpstream::with_client(client).with_max_body_bytes(config.max_body_bytes);
-    let gateway = Gateway::new(store, upstream, config);
-    Ok(if log_events {
+    // The origin's response head within SESSION_ORIGIN_TIMEOUT_MS, its body
+    // cut off past SESSION_MAX_BODY_BYTES when that is set.
+    let upstream = ReqwestUpstream::with_client(client).configured(&config);
+    let gateway = Gateway::new(store, config);
+    let gateway = if log_events {
         gateway.with_hooks(Arc::new(EventLog))
     } else {
         gateway
-    })
+    };
+    Ok(LambdaGateway::new(gateway, upstream))
 }
 
-/// Handles one `lambda_http` request with the gateway. Never fails: a
-/// request that cannot be converted is a `400 bad_request`.
-pub async fn handle<B: Backend, U: Upstream>(
-    gateway: &Gateway<B, U>,
-    request: lambda_http::Request,
-) -> http::Response<Bytes> {
-    let ip = crate::sessions::source_ip(&request);
-    match event::to_gateway_request(request) {
-        Ok(mut request) => {
-            if let Some(ip) = ip {
-                request.extensions_mut().insert(ClientAddr(ip));
-            }
-            gateway.handle(request).await
-        }
-        Err(bad) => error_response(ErrorCode::BadRequest, bad.reason()),
-    }
-}
-
-/// Handles one invocation: the event's JSON in, the response's JSON out, in
-/// the event's payload format. Never fails: a malformed event is a `400
-/// bad_request`.
-pub async fn handle_event<B: Backend, U: Upstream>(gateway: &Gateway<B, U>, event: Value) -> Value {
-    // What the event looks like, for the format of a refusal.
-    let kind = EventKind::from_event(&event);
-    match event::parse_event(event) {
-        Ok((kind, request)) => event::encode_response(Some(kind), handle(gateway, request).await),
-        Err(bad) => {
-            log::warn!("edge-session: refused a malformed event: {bad}");
-            event::encode_response(kind, error_response(ErrorCode::BadRequest, bad.reason()))
-        }
-    }
-}
+/// What one invocation returns to the runtime: a JSON payload (buffered
+/// mode) or a streamed response.
+pub type Invocation = FunctionResponse<Value, ResponseStream>;
 
 /// The deployed gateway function: the HTTP client, the store and the gateway
 /// are built from the environment once per execution environment (at cold
 /// start, see `main.rs`). If that fails (a missing variable, an unreadable
-/// secret) the error is logged, requests are answered `500 internal`, and the
-/// next request tries again.
+/// secret) the error is logged, requests are answered `500 internal` (in
+/// the function's response mode), and the next request tries again.
 #[derive(Debug, Default)]
 pub struct GatewayFunction {
+    mode: ResponseMode,
     gateway: tokio::sync::OnceCell<LambdaGateway>,
 }
 
 impl GatewayFunction {
-    /// A function whose gateway is not built yet.
-    pub fn new() -> Self {
-        Self::default()
+    /// A function answering in `mode`, whose gateway is not built yet.
+    pub fn new(mode: ResponseMode) -> Self {
+        Self {
+            mode,
+            gateway: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The function of this process: its mode from `SESSION_LAMBDA_STREAMING`
+    /// (a wrong value is an error: the function cannot know how it is invoked).
+    pub fn from_env() -> Result<Self, InitError> {
+        Ok(Self::new(ResponseMode::from_env()?))
+    }
+
+    /// The response mode.
+    pub fn mode(&self) -> ResponseMode {
+        self.mode
     }
 
     /// The gateway, built from the process environment on first use.
@@ -231,17 +308,30 @@ impl GatewayFunction {
             .await
     }
 
-    /// Handles one invocation (see [`handle_event`]).
-    pub async fn handle_event(&self, event: Value) -> Value {
+    /// Handles one invocation in the function's mode (see [`handle_event`]
+    /// and [`stream_event`]).
+    pub async fn invoke(&self, event: Value) -> Invocation {
         match self.gateway().await {
-            Ok(gateway) => handle_event(gateway, event).await,
+            Ok(gateway) => match self.mode {
+                ResponseMode::Buffered => {
+                    FunctionResponse::BufferedResponse(handle_event(gateway, event).await)
+                }
+                ResponseMode::Streaming => {
+                    FunctionResponse::StreamingResponse(stream_event(gateway, event).await)
+                }
+            },
             Err(e) => {
                 log::error!("edge-session: the gateway cannot start: {e}");
-                let kind = EventKind::from_event(&event);
-                event::encode_response(
-                    kind,
-                    error_response(ErrorCode::Internal, "the session gateway is misconfigured"),
-                )
+                let response =
+                    error_response(ErrorCode::Internal, "the session gateway is misconfigured");
+                match self.mode {
+                    ResponseMode::Buffered => FunctionResponse::BufferedResponse(
+                        event::encode_response(EventKind::from_event(&event), response),
+                    ),
+                    ResponseMode::Streaming => {
+                        FunctionResponse::StreamingResponse(streaming::own_response(response))
+                    }
+                }
             }
         }
     }
