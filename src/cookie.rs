@@ -426,6 +426,10 @@ pub struct VerifiedCookie {
 pub struct CookieCodec {
     config: CookieConfig,
     keys: KeyRing,
+    /// The deployment the signatures are bound to (the store's key prefix):
+    /// two deployments that share secrets refuse each other's cookies
+    /// before any Redis call.
+    deployment: String,
 }
 
 impl fmt::Debug for CookieCodec {
@@ -433,6 +437,7 @@ impl fmt::Debug for CookieCodec {
         f.debug_struct("CookieCodec")
             .field("config", &self.config)
             .field("keys", &self.keys)
+            .field("deployment", &self.deployment)
             .finish()
     }
 }
@@ -441,7 +446,22 @@ impl CookieCodec {
     /// A codec over `config` and `keys`; fails when the attributes are invalid.
     pub fn new(config: CookieConfig, keys: KeyRing) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, keys })
+        Ok(Self {
+            config,
+            keys,
+            deployment: String::new(),
+        })
+    }
+
+    /// Binds the signatures to `deployment` (the store passes its key
+    /// prefix): a cookie signed for another deployment does not verify, even
+    /// with the same secrets and cookie name. Cookies signed before this
+    /// binding existed (by the cookie name alone) still verify and are
+    /// re-signed on the response, as after a key rotation.
+    #[must_use]
+    pub fn bound_to(mut self, deployment: impl Into<String>) -> Self {
+        self.deployment = deployment.into();
+        self
     }
 
     /// The cookie attributes.
@@ -455,7 +475,7 @@ impl CookieCodec {
         let secret = URL_SAFE_NO_PAD.encode(token.secret);
         let tag = token.user_tag.as_ref().map_or("", UserTag::as_str);
         let payload = format!("{}.{}.{}", key.kid, tag, secret);
-        let sig = self.mac(key, &payload).finalize().into_bytes();
+        let sig = self.mac(key, &payload, true).finalize().into_bytes();
         format!("{payload}.{}", URL_SAFE_NO_PAD.encode(sig))
     }
 
@@ -473,7 +493,12 @@ impl CookieCodec {
         }
         let (index, key) = self.keys.find(kid)?;
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        self.mac(key, payload).verify_slice(&sig).ok()?;
+        // A signature bound to this deployment, or one made by the cookie
+        // name alone (before the binding), which is re-signed.
+        let bound = self.mac(key, payload, true).verify_slice(&sig).is_ok();
+        if !bound {
+            self.mac(key, payload, false).verify_slice(&sig).ok()?;
+        }
         let user_tag = if tag.is_empty() {
             None
         } else {
@@ -482,7 +507,7 @@ impl CookieCodec {
         let secret: [u8; SECRET_BYTES] = URL_SAFE_NO_PAD.decode(secret).ok()?.try_into().ok()?;
         Some(VerifiedCookie {
             token: SessionToken::with_secret(secret, user_tag),
-            needs_resign: index != 0,
+            needs_resign: index != 0 || !bound,
         })
     }
 
@@ -531,8 +556,15 @@ impl CookieCodec {
         cookie
     }
 
-    fn mac(&self, key: &SigningKey, payload: &str) -> HmacSha256 {
+    /// The MAC over `payload`: bound to the deployment (and the cookie
+    /// name), or by the cookie name alone as before the binding.
+    fn mac(&self, key: &SigningKey, payload: &str, bound: bool) -> HmacSha256 {
         let mut mac = key.mac.clone();
+        if bound {
+            mac.update(b"edge-session-v2\0");
+            mac.update(self.deployment.as_bytes());
+            mac.update(b"\0");
+        }
         mac.update(self.config.name.as_bytes());
         mac.update(b"=");
         mac.update(payload.as_bytes());
@@ -620,6 +652,30 @@ mod tests {
         let b = CookieCodec::new(config, KeyRing::parse(K1).unwrap()).unwrap();
         let value = a.sign(&SessionToken::generate(None));
         assert!(b.verify(&value).is_none());
+    }
+
+    #[test]
+    fn the_signature_binds_the_deployment() {
+        let a = codec(K1).bound_to("app-a:");
+        let b = codec(K1).bound_to("app-b:");
+        let token = SessionToken::generate(None);
+        let value = a.sign(&token);
+        assert!(b.verify(&value).is_none(), "another deployment's cookie");
+        let own = a.verify(&value).unwrap();
+        assert!(!own.needs_resign);
+        // A cookie signed before the binding still verifies, and is re-signed.
+        let old = a.verify(&mac_by_name_only(&codec(K1), &token)).unwrap();
+        assert!(old.needs_resign);
+        assert_eq!(old.token, token);
+    }
+
+    /// A cookie value signed the way cookies were before the deployment binding.
+    fn mac_by_name_only(codec: &CookieCodec, token: &SessionToken) -> String {
+        let key = &codec.keys.keys[0];
+        let secret = URL_SAFE_NO_PAD.encode(token.secret);
+        let payload = format!("{}..{}", key.kid, secret);
+        let sig = codec.mac(key, &payload, false).finalize().into_bytes();
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(sig))
     }
 
     #[test]
