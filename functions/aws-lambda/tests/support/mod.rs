@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bytes::Bytes;
+use edge_session_lambda::streaming::ResponseStream;
 use edge_session_lambda::{Env, LambdaGateway};
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 pub const SECRETS: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -228,10 +231,135 @@ impl Rig {
         }
     }
 
-    /// One invocation, as the runtime makes it.
+    /// One invocation, as the runtime makes it (buffered mode).
     pub async fn invoke(&self, event: &Event) -> Reply {
         let value = edge_session_lambda::handle_event(&self.gateway, event.json.clone()).await;
         Reply::new(event.kind, value)
+    }
+
+    /// One invocation in streaming mode: the prelude, and the body to read.
+    pub async fn stream(&self, event: &Event) -> Streamed {
+        self.stream_json(event.json.clone()).await
+    }
+
+    /// One streamed invocation of any JSON event.
+    pub async fn stream_json(&self, event: Value) -> Streamed {
+        let started = Instant::now();
+        let response = edge_session_lambda::stream_event(&self.gateway, event).await;
+        // Exactly what lambda_runtime serializes before the 8 NUL bytes.
+        let prelude = serde_json::to_value(&response.metadata_prelude).unwrap();
+        Streamed {
+            prelude,
+            stream: response.stream,
+            started,
+        }
+    }
+}
+
+/// A streamed response: the metadata prelude as JSON, and the body stream.
+pub struct Streamed {
+    pub prelude: Value,
+    stream: ResponseStream,
+    /// When the invocation started.
+    pub started: Instant,
+}
+
+/// What a streamed body delivered, and when.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: Vec<u8>,
+    /// Time from the invocation to each chunk.
+    pub chunks: Vec<(Duration, usize)>,
+}
+
+impl Received {
+    pub fn first(&self) -> Duration {
+        self.chunks.first().map(|c| c.0).unwrap_or_default()
+    }
+
+    pub fn last(&self) -> Duration {
+        self.chunks.last().map(|c| c.0).unwrap_or_default()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+}
+
+impl Streamed {
+    pub fn status(&self) -> u64 {
+        self.prelude["statusCode"].as_u64().unwrap()
+    }
+
+    /// A header of the prelude: always one string (several values joined).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let value = self.prelude["headers"].get(name)?;
+        Some(
+            value
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: not a string: {value}"))
+                .to_owned(),
+        )
+    }
+
+    /// Every header of the prelude (names and string values).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.prelude["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{k}: not a string: {v}"));
+                (k.clone(), v.to_owned())
+            })
+            .collect()
+    }
+
+    /// The prelude's `cookies`: one `Set-Cookie` each.
+    pub fn cookies(&self) -> Vec<String> {
+        self.prelude["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn session_cookie(&self) -> Option<String> {
+        self.cookies()
+            .into_iter()
+            .find(|c| c.starts_with("__Host-session="))
+    }
+
+    /// `name=value` of the session cookie set.
+    pub fn cookie(&self) -> String {
+        let set = self.session_cookie().expect("a session cookie is set");
+        set.split(';').next().unwrap().to_owned()
+    }
+
+    /// The next chunk, if any.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        self.stream.next().await.map(|chunk| chunk.unwrap())
+    }
+
+    /// Reads the body to its end (within `limit`: no hang).
+    pub async fn receive(mut self, limit: Duration) -> Received {
+        let mut received = Received {
+            bytes: Vec::new(),
+            chunks: Vec::new(),
+        };
+        let read = async {
+            while let Some(chunk) = self.next_chunk().await {
+                received.chunks.push((self.started.elapsed(), chunk.len()));
+                received.bytes.extend_from_slice(&chunk);
+            }
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .expect("the stream ended in time");
+        received
     }
 }
 
@@ -317,6 +445,34 @@ impl Event {
                 let raw = format!("{}{path}", self.raw_prefix);
                 self.json["rawPath"] = json!(raw);
                 self.json["requestContext"]["http"]["path"] = json!(raw);
+            }
+        }
+        self
+    }
+
+    /// The query string (`a=1&b=2`, no escapes needed), as each event kind
+    /// carries it.
+    pub fn query(mut self, query: &str) -> Self {
+        let pairs: Vec<(&str, &str)> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .collect();
+        let single: serde_json::Map<String, Value> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        match self.kind {
+            Kind::Rest => {
+                let multi: serde_json::Map<String, Value> = pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!([v])))
+                    .collect();
+                self.json["queryStringParameters"] = Value::Object(single);
+                self.json["multiValueQueryStringParameters"] = Value::Object(multi);
+            }
+            Kind::Http => {
+                self.json["rawQueryString"] = json!(query);
+                self.json["queryStringParameters"] = Value::Object(single);
             }
         }
         self
