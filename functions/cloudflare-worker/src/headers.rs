@@ -2,10 +2,8 @@
 //!
 //! Only heads are converted: bodies stay JavaScript streams.
 //!
-//! Header values in JavaScript are ByteStrings: every char code is one byte
-//! (`0x00..=0xFF`). They are mapped to bytes and back one char per byte
-//! (latin-1) in both directions, so a value that is not UTF-8 passes
-//! unchanged. Repeated headers stay separate `http` values; JavaScript
+//! Header values are mapped as [`crate::text`] says (workerd speaks UTF-8 on
+//! the wire). Repeated headers stay separate `http` values; JavaScript
 //! `Headers` joins the repeats of any header but `Set-Cookie` with `", "` (the
 //! Fetch standard), and gives each `Set-Cookie` on its own through
 //! `getSetCookie()`, which is how they are read here.
@@ -19,11 +17,12 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys;
 use worker::{Response, ResponseBuilder};
 
-use crate::latin1::{latin1_bytes, latin1_string};
+use crate::text::{value_bytes, value_text};
 
 /// A JavaScript `Headers` as a [`HeaderMap`]: every `Set-Cookie` a value of
 /// its own, the other repeats as JavaScript joined them. A header whose name
-/// or value `http` refuses is left out (JavaScript never makes one).
+/// or value `http` refuses is left out (JavaScript never makes one). Values
+/// are the UTF-8 of their strings (see [`crate::text`]).
 pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in worker::Headers(headers.clone()).entries() {
@@ -35,8 +34,7 @@ pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
         }
     }
     for cookie in set_cookies(headers) {
-        if let Some(value) = latin1_bytes(&cookie).and_then(|v| HeaderValue::from_bytes(&v).ok())
-        {
+        if let Ok(value) = HeaderValue::from_bytes(value_bytes(&cookie)) {
             map.append(SET_COOKIE, value);
         }
     }
@@ -45,7 +43,7 @@ pub fn header_map(headers: &web_sys::Headers) -> HeaderMap {
 
 fn header(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
     let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-    let value = HeaderValue::from_bytes(&latin1_bytes(value)?).ok()?;
+    let value = HeaderValue::from_bytes(value_bytes(value)).ok()?;
     Some((name, value))
 }
 
@@ -71,11 +69,11 @@ fn set_cookies(headers: &web_sys::Headers) -> Vec<String> {
 }
 
 /// A new JavaScript `Headers` holding `map`, every value appended on its own
-/// (latin-1, so any bytes pass).
+/// (see [`crate::text`]).
 pub fn js_headers(map: &HeaderMap) -> worker::Result<worker::Headers> {
     let headers = worker::Headers::new();
     for (name, value) in map {
-        headers.append(name.as_str(), &latin1_string(value.as_bytes()))?;
+        headers.append(name.as_str(), &value_text(value.as_bytes()))?;
     }
     Ok(headers)
 }

@@ -19,12 +19,12 @@
 //! configuration from `Env`, [`store`] builds the store once per isolate,
 //! [`headers`] converts heads between `worker` and `http` types, and
 //! [`handle`] runs the whole gateway inside a `fetch` handler of your own.
-//! (The crate holds only [`latin1`] on targets other than wasm32.)
+//! (The crate holds only [`text`] on targets other than wasm32.)
 //! Session logic lives in the core crate only.
 
 #![forbid(unsafe_code)]
 
-pub mod latin1;
+pub mod text;
 
 // A Worker only exists on wasm32: on other targets these modules are left
 // out, so native workspace builds skip them (their futures are not `Send`).

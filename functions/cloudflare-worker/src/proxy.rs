@@ -40,14 +40,9 @@ async fn forward<B: Backend>(
         Prepared::Respond(response) => return Err(response),
         Prepared::Forward { request, pending } => (request, pending),
     };
-    let response = origin::send(
-        target,
-        &head,
-        inner.body(),
-        gateway.config().origin_timeout,
-    )
-    .await
-    .map_err(|e| gateway.origin_error(&e))?;
+    let response = origin::send(target, &head, inner.body(), gateway.config().origin_timeout)
+        .await
+        .map_err(|e| gateway.origin_error(&e))?;
     let switched = response.status_code() == StatusCode::SWITCHING_PROTOCOLS.as_u16();
     let websocket = switched && pending.is_upgrade();
     if switched && !websocket {
