@@ -72,6 +72,13 @@ impl Backend {
         Ok(Self { connection })
     }
 
+    /// Redis's command table (`COMMAND`), read once at start.
+    pub(crate) async fn command_table(&self) -> RedisResult<crate::routing::CommandTable> {
+        let mut connection = self.connection.clone();
+        let reply: Value = redis::cmd("COMMAND").query_async(&mut connection).await?;
+        Ok(crate::routing::CommandTable::from_reply(&reply))
+    }
+
     /// Runs commands in order as one pipeline (not atomic); one reply per command.
     pub(crate) async fn pipeline(&self, commands: &[&Command]) -> RedisResult<Vec<Value>> {
         let mut pipe = Pipeline::with_capacity(commands.len());

@@ -108,6 +108,17 @@ pub struct Stats {
     pub commands: u64,
     /// Requests answered by an injected fault (delays included).
     pub faults_injected: u64,
+    /// Requests that needed the primary: a `/multi-exec`, or a request with a command that
+    /// writes or runs a script. With [`Options::primary_delay`](crate::Options::primary_delay)
+    /// each of them waited that delay once, before it ran; without it they are counted all the
+    /// same. Requests that never reached Redis (refused, malformed, faults other than delays)
+    /// are in neither count.
+    #[serde(default)]
+    pub delayed: u64,
+    /// Requests of reads only (and commands that touch no data, such as `PING`), answered at
+    /// once.
+    #[serde(default)]
+    pub immediate: u64,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +129,8 @@ struct Counters {
     path_style: AtomicU64,
     commands: AtomicU64,
     faults_injected: AtomicU64,
+    delayed: AtomicU64,
+    immediate: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -222,6 +235,17 @@ impl Faults {
         );
     }
 
+    /// Counts a request that reached Redis: `delayed` when it needed the primary.
+    pub(crate) fn count_primary(&self, delayed: bool) {
+        let counters = &self.inner.counters;
+        let counter = if delayed {
+            &counters.delayed
+        } else {
+            &counters.immediate
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.counters;
@@ -237,6 +261,8 @@ impl Faults {
             path_style,
             commands: c.commands.load(Ordering::Relaxed),
             faults_injected: c.faults_injected.load(Ordering::Relaxed),
+            delayed: c.delayed.load(Ordering::Relaxed),
+            immediate: c.immediate.load(Ordering::Relaxed),
         }
     }
 
@@ -271,6 +297,8 @@ impl Faults {
             path_style,
             commands: c.commands.swap(0, Ordering::Relaxed),
             faults_injected: c.faults_injected.swap(0, Ordering::Relaxed),
+            delayed: c.delayed.swap(0, Ordering::Relaxed),
+            immediate: c.immediate.swap(0, Ordering::Relaxed),
         }
     }
 }

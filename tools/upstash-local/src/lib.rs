@@ -8,6 +8,23 @@
 //! commands Upstash refuses. On top of that a [`Faults`] handle injects failures (5xx, delays,
 //! hangs, cut JSON, plain-text gateway errors) and counts requests, for client tests.
 //!
+//! It can also behave like a **global database**, whose primary is far away and whose nearby
+//! read replica lags:
+//!
+//! - [`Options::with_primary_delay`] (binary: `--primary-delay-ms N`): every request that needs
+//!   the primary (a command Redis flags `write`, a script or script management such as `EVAL`,
+//!   `EVALSHA`, `SCRIPT LOAD`, `PUBLISH`, any `/multi-exec`, a pipeline with any of those) waits
+//!   that long once before it runs, while reads (`GET`, `HGETALL`, `PTTL`, `ZRANGE`, `EVAL_RO`,
+//!   read-only pipelines) are answered at once. The classification comes from Redis's own
+//!   command table (`COMMAND`, read at start). [`Stats::delayed`] and [`Stats::immediate`] count
+//!   both kinds.
+//! - [`Options::with_lagging_replica`] (binary: `--lagging-replica-db N`): reads without a
+//!   recent enough `upstash-sync-token` see a stale copy of the data.
+//!
+//! Scripts may start with Upstash's `#!lua flags=allow-key-locking`: that flag, which
+//! redis-server refuses, is removed before the script reaches Redis, and `SCRIPT LOAD`,
+//! `EVALSHA` and `SCRIPT EXISTS` keep using the SHA1 of the text the client sent.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -31,6 +48,8 @@ mod command;
 mod encode;
 mod faults;
 mod replica;
+mod routing;
+mod scripts;
 mod service;
 
 use std::fmt;
@@ -70,6 +89,9 @@ pub struct Options {
     /// Emulate a lagging read replica in this database number of the same Redis (see
     /// [`Options::with_lagging_replica`]); `None` (the default) serves everything from Redis.
     pub lagging_replica: Option<i64>,
+    /// The emulated round trip to a far primary region (see [`Options::with_primary_delay`]);
+    /// `None` (the default) or zero answers every request at once.
+    pub primary_delay: Option<Duration>,
 }
 
 impl Options {
@@ -82,7 +104,26 @@ impl Options {
             fault_endpoint: false,
             redis_response_timeout: Some(DEFAULT_REDIS_RESPONSE_TIMEOUT),
             lagging_replica: None,
+            primary_delay: None,
         }
+    }
+
+    /// Emulates a global database whose primary region is far away: every request that needs
+    /// the primary waits `delay` once before it runs, as the round trip to that region would
+    /// take. That is a request with a command Redis flags `write` (`SET`, `HSET`, `DEL`,
+    /// `EXPIRE`, ...) or `pubsub` (`PUBLISH`), a script or script management (`EVAL`,
+    /// `EVALSHA`, `FCALL`, `SCRIPT LOAD`: the `@scripting` commands Redis does not flag
+    /// `readonly`), a command Redis does not know, and every `/multi-exec`. A pipeline waits
+    /// once, not per command. Requests of reads only (`GET`, `HGETALL`, `HMGET`, `PTTL`,
+    /// `ZRANGE`, `EVAL_RO`, ...) and of commands that touch no data (`PING`, `ECHO`, `TIME`) are
+    /// answered at once: from the lagging replica when [`Options::lagging_replica`] is set (a
+    /// recent `upstash-sync-token` still brings it up to date first), else from Redis.
+    ///
+    /// [`Stats::delayed`] and [`Stats::immediate`] count the two kinds (with or without a
+    /// delay). A request waiting for the primary when the server shuts down gets a 503.
+    pub fn with_primary_delay(mut self, delay: Duration) -> Self {
+        self.primary_delay = Some(delay);
+        self
     }
 
     /// Emulates a global database whose read replica lags: reads that do not carry a recent
@@ -122,6 +163,7 @@ impl fmt::Debug for Options {
             .field("fault_endpoint", &self.fault_endpoint)
             .field("redis_response_timeout", &self.redis_response_timeout)
             .field("lagging_replica", &self.lagging_replica)
+            .field("primary_delay", &self.primary_delay)
             .finish()
     }
 }
@@ -195,8 +237,8 @@ impl Server {
         self.app.replica.as_ref().map(|replica| replica.counts())
     }
 
-    /// Stops accepting connections, ends requests held by [`Fault::Hang`] or [`Fault::Delay`]
-    /// with a 503, lets the others finish, and waits until the server has stopped.
+    /// Stops accepting connections, ends requests held by [`Fault::Hang`], [`Fault::Delay`] or
+    /// [`Options::primary_delay`] with a 503, lets the others finish, and waits until the server has stopped.
     pub async fn shutdown(mut self) -> io::Result<()> {
         self.shutdown.send_replace(true);
         match self.task.take() {
@@ -238,15 +280,30 @@ pub async fn spawn(listener: TcpListener, options: Options) -> io::Result<Server
                 redact_url(&options.redis_url)
             ))
         })?;
+    let commands = Arc::new(backend.command_table().await.map_err(|err| {
+        io::Error::other(format!(
+            "cannot read Redis's command table (COMMAND): {err}"
+        ))
+    })?);
+    if commands.is_empty() {
+        return Err(io::Error::other(
+            "Redis answered COMMAND without any command",
+        ));
+    }
     let replica = match options.lagging_replica {
         Some(db) => Some(Arc::new(
-            replica::Replica::connect(&options.redis_url, db, options.redis_response_timeout)
-                .await
-                .map_err(|err| {
-                    io::Error::other(format!(
-                        "cannot set up the lagging replica (database {db}): {err}"
-                    ))
-                })?,
+            replica::Replica::connect(
+                &options.redis_url,
+                db,
+                options.redis_response_timeout,
+                Arc::clone(&commands),
+            )
+            .await
+            .map_err(|err| {
+                io::Error::other(format!(
+                    "cannot set up the lagging replica (database {db}): {err}"
+                ))
+            })?,
         )),
         None => None,
     };
@@ -261,6 +318,9 @@ pub async fn spawn(listener: TcpListener, options: Options) -> io::Result<Server
         sync_tokens: service::SyncTokens::new(),
         shutdown: shutdown_rx.clone(),
         replica,
+        commands,
+        primary_delay: options.primary_delay,
+        scripts: scripts::Scripts::default(),
     });
     let router = service::router(Arc::clone(&app));
     let mut stop = shutdown_rx;

@@ -35,6 +35,12 @@ struct Cli {
     /// replaced): reads without a recent enough upstash-sync-token see stale data.
     #[arg(long, value_name = "DB")]
     lagging_replica_db: Option<i64>,
+    /// Emulate a far primary region: requests that write or run a script (a command Redis flags
+    /// write or pubsub, EVAL, EVALSHA, SCRIPT LOAD, every /multi-exec, a pipeline with any of
+    /// those) wait this long once before they run; reads (GET, HGETALL, PTTL, EVAL_RO, read-only
+    /// pipelines) are answered at once. /__stats counts both ("delayed", "immediate").
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    primary_delay_ms: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +59,10 @@ async fn main() -> ExitCode {
     let options = match cli.lagging_replica_db {
         Some(db) => options.with_lagging_replica(db),
         None => options,
+    };
+    let options = match cli.primary_delay_ms {
+        0 => options,
+        ms => options.with_primary_delay(Duration::from_millis(ms)),
     };
     let server = match upstash_local::spawn(listener, options).await {
         Ok(server) => server,

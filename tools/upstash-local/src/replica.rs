@@ -8,9 +8,11 @@
 //!
 //! Routing, as Upstash's global databases do it:
 //! - a request whose commands are all reads goes to the replica. A read is a command Redis flags
-//!   `readonly` (`COMMAND INFO`, cached), or a script (`EVAL`, `EVALSHA`), which the replica runs
-//!   as `EVAL_RO` / `EVALSHA_RO`; a script that turns out to write there ("Write commands are
-//!   not allowed from read-only scripts") is run again on the primary, as a write;
+//!   `readonly` (Redis's command table, read at start: `routing.rs`), or a script (`EVAL`,
+//!   `EVALSHA`), which the replica runs as `EVAL_RO` / `EVALSHA_RO`; a script that turns out to
+//!   write there ("Write commands are not allowed from read-only scripts"), or that declares
+//!   itself a write script (a shebang without `no-writes`: "Can not execute a script with write
+//!   flag using *_ro command"), is run again on the primary, as a write;
 //! - everything else (writes, `/multi-exec`, anything unknown) goes to the primary.
 //!
 //! Sync tokens are the endpoint's own (`SyncTokens`): a prefix and a counter that grows with every
@@ -20,8 +22,7 @@
 //! up to date: the read then sees every write the client could have observed. A read without a
 //! token (or with a foreign or older one) is served by the replica as it is.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,9 +31,14 @@ use redis::{RedisResult, Value};
 
 use crate::backend::Backend;
 use crate::command::Command;
+use crate::routing::CommandTable;
 
-/// The error text of a script write refused on the replica.
-const READ_ONLY_SCRIPT: &str = "Write commands are not allowed from read-only scripts";
+/// The error texts of a script refused by the replica because it writes: a write made by a
+/// script without a shebang, and a script whose shebang does not say `no-writes`.
+const READ_ONLY_SCRIPT: [&str; 2] = [
+    "Write commands are not allowed from read-only scripts",
+    "Can not execute a script with write flag using *_ro command",
+];
 
 /// Empties the replica database, then copies every key of the primary into it.
 const SYNC_SCRIPT: &str = r"
@@ -55,7 +61,7 @@ return copied
 pub(crate) struct Replica {
     /// Commands on the replica database.
     reader: Backend,
-    /// Syncs and `COMMAND INFO` on the primary database.
+    /// Syncs, on the primary database.
     primary: ConnectionManager,
     primary_db: i64,
     db: i64,
@@ -67,7 +73,8 @@ pub(crate) struct Replica {
     last_write: AtomicU64,
     syncs: AtomicU64,
     replica_reads: AtomicU64,
-    read_only: Mutex<HashMap<String, bool>>,
+    /// Which commands are reads.
+    commands: Arc<CommandTable>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -93,6 +100,7 @@ impl Replica {
         url: &str,
         db: i64,
         response_timeout: Option<Duration>,
+        commands: Arc<CommandTable>,
     ) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let info = client.get_connection_info().clone();
@@ -121,7 +129,7 @@ impl Replica {
             last_write: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             replica_reads: AtomicU64::new(0),
-            read_only: Mutex::new(HashMap::new()),
+            commands,
         };
         replica.sync(0).await?;
         Ok(replica)
@@ -168,7 +176,7 @@ impl Replica {
     ) -> RedisResult<Served> {
         let mut rewritten = Vec::with_capacity(commands.len());
         for command in commands {
-            match self.as_read(command).await? {
+            match self.as_read(command) {
                 Some(read) => rewritten.push(read),
                 None => return Ok(Served::Primary),
             }
@@ -181,7 +189,7 @@ impl Replica {
         let refs: Vec<&Command> = rewritten.iter().collect();
         let replies = self.reader.pipeline(&refs).await?;
         let refused = replies.iter().any(|reply| {
-            matches!(reply, Value::ServerError(e) if e.details().is_some_and(|d| d.contains(READ_ONLY_SCRIPT)))
+            matches!(reply, Value::ServerError(e) if e.details().is_some_and(|d| READ_ONLY_SCRIPT.iter().any(|text| d.contains(text))))
         });
         if refused {
             return Ok(Served::Primary);
@@ -191,9 +199,8 @@ impl Replica {
     }
 
     /// The command as the replica runs it, or `None` when it is not a read.
-    async fn as_read(&self, command: &Command) -> RedisResult<Option<Command>> {
-        let name = command.name();
-        let read_only_script = match name.as_str() {
+    fn as_read(&self, command: &Command) -> Option<Command> {
+        let read_only_script = match command.name().as_str() {
             "EVAL" => Some("EVAL_RO"),
             "EVALSHA" => Some("EVALSHA_RO"),
             _ => None,
@@ -201,73 +208,8 @@ impl Replica {
         if let Some(name) = read_only_script {
             let mut args = command.args().to_vec();
             args[0] = name.as_bytes().to_vec();
-            return Ok(Command::from_args(args));
+            return Command::from_args(args);
         }
-        Ok(self.is_read_only(&name).await?.then(|| command.clone()))
-    }
-
-    /// Whether Redis flags the command `readonly` (asked once per name).
-    async fn is_read_only(&self, name: &str) -> RedisResult<bool> {
-        if let Some(&known) = self
-            .read_only
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).copied())
-            .as_ref()
-        {
-            return Ok(known);
-        }
-        let mut primary = self.primary.clone();
-        let info: Value = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg(name)
-            .query_async(&mut primary)
-            .await?;
-        let read_only = flags_of(&info).iter().any(|flag| flag == "readonly");
-        if let Ok(mut cache) = self.read_only.lock() {
-            cache.insert(name.to_owned(), read_only);
-        }
-        Ok(read_only)
-    }
-}
-
-/// The flags in a `COMMAND INFO` reply for one command (empty for an unknown one).
-fn flags_of(info: &Value) -> Vec<String> {
-    let Value::Array(entries) = info else {
-        return Vec::new();
-    };
-    let Some(Value::Array(entry)) = entries.first() else {
-        return Vec::new();
-    };
-    match entry.get(2) {
-        Some(Value::Array(flags) | Value::Set(flags)) => flags
-            .iter()
-            .filter_map(|flag| match flag {
-                Value::SimpleString(s) => Some(s.to_ascii_lowercase()),
-                Value::BulkString(b) => Some(String::from_utf8_lossy(b).to_ascii_lowercase()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_are_read_from_command_info() {
-        let info = Value::Array(vec![Value::Array(vec![
-            Value::BulkString(b"get".to_vec()),
-            Value::Int(2),
-            Value::Array(vec![
-                Value::SimpleString("readonly".into()),
-                Value::SimpleString("fast".into()),
-            ]),
-        ])]);
-        assert_eq!(flags_of(&info), ["readonly", "fast"]);
-        assert!(flags_of(&Value::Array(vec![Value::Nil])).is_empty());
-        assert!(flags_of(&Value::Nil).is_empty());
+        self.commands.is_read_only(command).then(|| command.clone())
     }
 }

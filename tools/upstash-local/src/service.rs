@@ -21,12 +21,15 @@ use crate::command::{self, Command};
 use crate::encode::{self, Encoding};
 use crate::faults::{Fault, Faults, PlannedFault, Route};
 use crate::replica::{Replica, Served};
+use crate::routing::CommandTable;
+use crate::scripts::{self, Scripts};
 
 const SYNC_TOKEN: HeaderName = HeaderName::from_static("upstash-sync-token");
 const ENCODING: HeaderName = HeaderName::from_static("upstash-encoding");
 const RESPONSE_FORMAT: HeaderName = HeaderName::from_static("upstash-response-format");
 const UNAUTHORIZED: &str = "WRONGPASS invalid or missing auth token";
 const TOO_LARGE: &str = "ERR max request size exceeded";
+const SHUTTING_DOWN: &str = "ERR upstash-local is shutting down";
 /// How much of an oversized body is still read (and thrown away) before answering, so that a
 /// client still busy sending it gets the error instead of a reset connection.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
@@ -42,6 +45,12 @@ pub(crate) struct App {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The lagging replica, when emulated (`Options::lagging_replica`).
     pub(crate) replica: Option<Arc<Replica>>,
+    /// Redis's command table: which commands are reads and which need the primary.
+    pub(crate) commands: Arc<CommandTable>,
+    /// The emulated round trip to a far primary (`Options::primary_delay`).
+    pub(crate) primary_delay: Option<Duration>,
+    /// Scripts rewritten for Redis (`allow-key-locking`).
+    pub(crate) scripts: Scripts,
 }
 
 impl App {
@@ -137,6 +146,40 @@ async fn run(
     }
     context.primary.store(true, Ordering::SeqCst);
     app.backend.pipeline(commands).await
+}
+
+/// The server is shutting down while a request waited for the primary.
+struct ShuttingDown;
+
+impl ShuttingDown {
+    fn reply(&self) -> (StatusCode, Json) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": SHUTTING_DOWN }),
+        )
+    }
+}
+
+/// The way to the primary region (`Options::primary_delay`). A request that needs the primary
+/// (a transaction, or any command that writes or runs a script, see `routing.rs`) waits the
+/// delay once before it runs; a request of reads only goes on at once. Both are counted.
+async fn reach_primary(
+    app: &App,
+    commands: &[&Command],
+    transaction: bool,
+) -> Result<(), ShuttingDown> {
+    let needs_primary = transaction
+        || commands
+            .iter()
+            .any(|command| app.commands.needs_primary(command));
+    app.faults.count_primary(needs_primary);
+    match app.primary_delay {
+        Some(delay) if needs_primary && !delay.is_zero() => tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = app.shutting_down() => Err(ShuttingDown),
+        },
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -391,10 +434,7 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 }
 
 fn shutting_down_response() -> Response {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ERR upstash-local is shutting down",
-    )
+    error_response(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN)
 }
 
 fn redis_failure(err: &redis::RedisError) -> (StatusCode, Json) {
@@ -419,9 +459,17 @@ async fn single(
         Ok(command) => command,
         Err(message) => return bad_request(message),
     };
+    let prepared = app.scripts.prepare(command);
+    let command = [&prepared.command];
     app.faults.count_commands(1);
-    match run(app, &[&command], context).await {
-        Ok(mut replies) => match replies.pop() {
+    if let Err(stopping) = reach_primary(app, &command, false).await {
+        return stopping.reply();
+    }
+    match run(app, &command, context).await {
+        Ok(mut replies) => match replies
+            .pop()
+            .map(|reply| scripts::client_reply(prepared.answer_sha.as_deref(), reply))
+        {
             Some(Value::ServerError(err)) => bad_request(encode::error_text(&err)),
             Some(value) => (
                 StatusCode::OK,
@@ -449,18 +497,25 @@ async fn pipeline(
         Err(message) => return bad_request(message),
     };
     let checks: Vec<Result<(), String>> = commands.iter().map(Command::check_allowed).collect();
-    let allowed: Vec<&Command> = commands
-        .iter()
+    let (allowed, answers): (Vec<Command>, Vec<Option<String>>) = commands
+        .into_iter()
         .zip(&checks)
         .filter(|(_, check)| check.is_ok())
-        .map(|(command, _)| command)
-        .collect();
+        .map(|(command, _)| {
+            let prepared = app.scripts.prepare(command);
+            (prepared.command, prepared.answer_sha)
+        })
+        .unzip();
+    let allowed: Vec<&Command> = allowed.iter().collect();
     let mut replies = if allowed.is_empty() {
-        Vec::new().into_iter()
+        Vec::new().into_iter().zip(answers)
     } else {
         app.faults.count_commands(allowed.len());
+        if let Err(stopping) = reach_primary(app, &allowed, false).await {
+            return stopping.reply();
+        }
         match run(app, &allowed, context).await {
-            Ok(replies) => replies.into_iter(),
+            Ok(replies) => replies.into_iter().zip(answers),
             Err(err) => return redis_failure(&err),
         }
     };
@@ -469,7 +524,9 @@ async fn pipeline(
         .map(|check| match check {
             Err(message) => json!({ "error": message }),
             Ok(()) => match replies.next() {
-                Some(value) => encode::item(value, encoding),
+                Some((value, answer)) => {
+                    encode::item(scripts::client_reply(answer.as_deref(), value), encoding)
+                }
                 None => json!({ "error": "ERR upstash-local: no reply from Redis" }),
             },
         })
@@ -493,7 +550,18 @@ async fn multi_exec(
             "EXECABORT Transaction discarded because of: {message}"
         ));
     }
+    let (commands, answers): (Vec<Command>, Vec<Option<String>>) = commands
+        .into_iter()
+        .map(|command| {
+            let prepared = app.scripts.prepare(command);
+            (prepared.command, prepared.answer_sha)
+        })
+        .unzip();
     app.faults.count_commands(commands.len());
+    let refs: Vec<&Command> = commands.iter().collect();
+    if let Err(stopping) = reach_primary(app, &refs, true).await {
+        return stopping.reply();
+    }
     context.primary.store(true, Ordering::SeqCst);
     match app.backend.transaction(&commands).await {
         Ok(Transaction::Executed(replies)) => (
@@ -501,7 +569,11 @@ async fn multi_exec(
             Json::Array(
                 replies
                     .into_iter()
-                    .map(|value| encode::item(value, encoding))
+                    .enumerate()
+                    .map(|(i, value)| {
+                        let answer = answers.get(i).and_then(Option::as_deref);
+                        encode::item(scripts::client_reply(answer, value), encoding)
+                    })
                     .collect(),
             ),
         ),

@@ -1065,33 +1065,9 @@ async fn spawn_fails_without_redis_and_with_empty_token() {
 
 #[tokio::test]
 async fn binary_serves_until_sigterm() {
-    use std::io::BufRead as _;
     let redis = support::RedisServer::start();
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_upstash-local"))
-            .args(["--listen", "127.0.0.1:0", "--redis-url"])
-            .arg(redis.url())
-            .args(["--token", TOKEN, "--enable-faults"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start upstash-local"),
-    );
-    let stdout = child.0.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    })
-    .await
-    .expect("reader")
-    .expect("start line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("start line: {line:?}"))
-        .to_owned();
+    let mut binary = support::Binary::start(&redis, &["--enable-faults"]).await;
+    let url = binary.url.clone();
     let http = reqwest::Client::new();
     let reply = http
         .post(&url)
@@ -1113,29 +1089,17 @@ async fn binary_serves_until_sigterm() {
     assert_eq!(stats["requests"], json!(1));
 
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &binary.child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
-        if let Some(exit) = child.0.try_wait().expect("wait") {
+        if let Some(exit) = binary.child.try_wait().expect("wait") {
             break exit;
         }
         assert!(Instant::now() < deadline, "upstash-local ignored SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "{exit:?}");
-}
-
-/// Kills a child process left running by a failed test.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }

@@ -6,7 +6,7 @@ mod support;
 
 use redis::AsyncCommands as _;
 use serde_json::{Value as Json, json};
-use support::{Env, Reply, TOKEN};
+use support::{Env, Reply};
 
 async fn lagging() -> Env {
     Env::start_with(|options| options.with_lagging_replica(1)).await
@@ -14,11 +14,7 @@ async fn lagging() -> Env {
 
 /// `POST path` with the bearer token, the body, and `token` as `upstash-sync-token` if given.
 async fn post(env: &Env, path: &str, body: Json, token: Option<&str>) -> Reply {
-    let mut request = env.http.post(env.url(path)).bearer_auth(TOKEN).json(&body);
-    if let Some(token) = token {
-        request = request.header("upstash-sync-token", token);
-    }
-    let reply = env.send(request).await;
+    let reply = env.post_synced(path, body.clone(), token).await;
     assert!(
         reply.status == 200,
         "{body}: {} {}",

@@ -215,10 +215,71 @@ impl Env {
         .await
     }
 
+    /// POST with the bearer token, a JSON body and, if given, `token` as `upstash-sync-token`.
+    pub async fn post_synced(&self, path: &str, body: Json, token: Option<&str>) -> Reply {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body);
+        if let Some(token) = token {
+            request = request.header("upstash-sync-token", token);
+        }
+        self.send(request).await
+    }
+
     /// `POST /` with one command; the `result` or panics on anything but HTTP 200.
     pub async fn cmd(&self, command: Json) -> Json {
         let reply = self.post("/", command.clone()).await;
         assert_eq!(reply.status, 200, "{command}: {}", reply.text());
         reply.json()["result"].clone()
+    }
+}
+
+/// The `upstash-local` binary, started with `--listen 127.0.0.1:0` in front of `redis` and with
+/// `args` added; killed on drop if still running.
+pub struct Binary {
+    pub child: Child,
+    /// The base URL from its start line.
+    pub url: String,
+}
+
+impl Binary {
+    pub async fn start(redis: &RedisServer, args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_upstash-local"))
+            .args(["--listen", "127.0.0.1:0", "--redis-url"])
+            .arg(redis.url())
+            .args(["--token", TOKEN])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start upstash-local");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        })
+        .await
+        .expect("reader")
+        .expect("start line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("start line: {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
