@@ -477,6 +477,23 @@ try {
       else failed += 1;
       console.log(`${good ? "ok  " : "FAIL"} [${mode.name}] upstash-sync-token kept by the client: ${show([before, after])}`);
     }
+
+    // Upstash's `allow-key-locking` script flag, which redis-server refuses (so there is no direct
+    // side to compare with): the client names the script by the SHA1 of its own text.
+    {
+      const flagged = "#!lua flags=allow-key-locking\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])";
+      const script = endpointClient.createScript(flagged);
+      const result = await outcome(async (r) => {
+        const fallback = await script.exec(["akl:n"], [2]); // EVALSHA, NOSCRIPT, then EVAL
+        const cached = await script.evalsha(["akl:n"], [3]);
+        const loaded = await r.scriptLoad(flagged);
+        return [Number(fallback), Number(cached), loaded === script.sha1];
+      }, endpointClient);
+      const good = JSON.stringify(result) === JSON.stringify({ ok: [2, 5, true] });
+      if (good) passed += 1;
+      else failed += 1;
+      console.log(`${good ? "ok  " : "FAIL"} [${mode.name}] allow-key-locking script (exec, evalsha, scriptLoad sha1): ${show(result)}`);
+    }
   }
 } finally {
   direct.close();
