@@ -173,68 +173,8 @@ fn without_key_locking(script: &[u8]) -> Option<Vec<u8>> {
 
 /// SHA1 in lower-case hex, as Redis names scripts.
 pub(crate) fn sha1_hex(data: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let digest = sha1(data);
-    let mut hex = String::with_capacity(40);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
-}
-
-/// SHA1 (FIPS 180-4). Script names only: not used for anything that needs to be secure.
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    let mut message = data.to_vec();
-    message.push(0x80);
-    while message.len() % 64 != 56 {
-        message.push(0);
-    }
-    message.extend_from_slice(&bit_len.to_be_bytes());
-    for block in message.chunks_exact(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, &word) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let temp = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(word);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = temp;
-        }
-        for (state, value) in h.iter_mut().zip([a, b, c, d, e]) {
-            *state = state.wrapping_add(value);
-        }
-    }
-    let mut digest = [0u8; 20];
-    for (out, state) in digest.chunks_exact_mut(4).zip(h) {
-        out.copy_from_slice(&state.to_be_bytes());
-    }
-    digest
+    use sha1::Digest as _;
+    hex::encode(sha1::Sha1::digest(data))
 }
 
 #[cfg(test)]
