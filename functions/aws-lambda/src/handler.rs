@@ -161,10 +161,10 @@ async fn collect(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if let (Some(limit), Some(declared)) = (core.config().max_body_bytes, declared) {
-        if declared > limit {
-            return Err(core.origin_error(&too_large(limit, declared)));
-        }
+    if let (Some(limit), Some(declared)) = (core.config().max_body_bytes, declared)
+        && declared > limit
+    {
+        return Err(core.origin_error(&too_large(limit, declared)));
     }
     let head_len = head_len(head);
     let room = BUFFERED_PAYLOAD_LIMIT.saturating_sub(head_len + PAYLOAD_RESERVE);
