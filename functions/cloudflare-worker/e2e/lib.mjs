@@ -28,6 +28,21 @@ export const env = {
   idleTtlMs: Number(need('E2E_IDLE_TTL_MS')),
   artifacts: need('E2E_ARTIFACTS_DIR'),
   chromium: process.env.E2E_CHROMIUM || '/usr/bin/chromium',
+  /** SESSION_ORIGIN_TIMEOUT_MS of every gateway. */
+  originTimeoutMs: Number(need('E2E_ORIGIN_TIMEOUT_MS')),
+  /** The built Worker straight under workerd (e2e/workerd.mjs), signing with k1 like `worker`. */
+  workerd: {
+    /** ORIGIN_URL = the demo origin; SESSION_LOG_EVENTS=true. */
+    url: need('E2E_WORKERD_URL'),
+    /** ORIGIN_SERVICE: a service binding to a JavaScript Worker in front of the demo origin. */
+    service: need('E2E_WORKERD_SERVICE_URL'),
+    /** Route mode: the request's own URL (rewritten to the demo origin's, as on a route). */
+    route: need('E2E_WORKERD_ROUTE_URL'),
+    /** A plain JavaScript pass-through Worker to the demo origin, for comparison. */
+    plain: need('E2E_WORKERD_PLAIN_URL'),
+    /** Everything the workerd instances printed (console.log of the Workers). */
+    log: need('E2E_WORKERD_LOG'),
+  },
 };
 
 export const COOKIE = '__Host-session';
