@@ -447,3 +447,26 @@ fn the_response_mode_comes_from_session_lambda_streaming() {
     let error = mode(Some("stream")).unwrap_err().to_string();
     assert!(error.contains("SESSION_LAMBDA_STREAMING"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_is_not_upgraded() {
+    // A Lambda invocation is one request and one response: the upgrade
+    // headers are removed, and the origin refuses a plain GET to its
+    // WebSocket route instead of answering 101.
+    let rig = Rig::start().await;
+    let handshake = |event: Event| {
+        get(event, "/stream/ws", "", None)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+    };
+    let streamed = rig.stream(&handshake(Event::function_url())).await;
+    assert!(
+        (400..500).contains(&streamed.status()),
+        "{}",
+        streamed.prelude
+    );
+    let reply = rig.invoke(&handshake(Event::http())).await;
+    assert!((400..500).contains(&reply.status()), "{:?}", reply.json);
+}
