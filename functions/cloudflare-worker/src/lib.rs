@@ -15,10 +15,10 @@
 //!   origin server this way.
 //!
 //! Without the feature (`default-features = false`) it is a library for
-//! writing your own Worker with sessions: [`settings`] reads the
-//! configuration from `Env`, [`store`] builds the store once per isolate,
-//! [`headers`] converts heads between `worker` and `http` types, and
-//! [`handle`] runs the whole gateway inside a `fetch` handler of your own.
+//! writing your own Worker with sessions: `settings` reads the
+//! configuration from `Env`, `store` builds the store once per isolate,
+//! `headers` converts heads between `worker` and `http` types, and
+//! `handle` runs the whole gateway inside a `fetch` handler of your own.
 //! (The crate holds only [`text`] on targets other than wasm32.)
 //! Session logic lives in the core crate only.
 
