@@ -24,6 +24,8 @@
 //! | `SESSION_REDIS_CLUSTER` | `false` | never run one script across cluster slots |
 //! | `SESSION_INDEXES` | none | fields to index, e.g. `tenant,cart[]` (`[]`: each element of a JSON array) |
 //! | `SESSION_STATS_DAYS` | `30` | days of daily statistics kept (logins, distinct users, sessions created) |
+//! | `SESSION_LOGIN_CARRY` | `all` | which fields of an anonymous or same-user session a login keeps: `all`, `none` or a list `cart,theme`; a session of another user never passes on anything ([`LoginCarry`]) |
+//! | `SESSION_MAX_SESSIONS_PER_USER` | `100` | live sessions one user may hold; a login past it ends that user's sessions that expire soonest (0 = no cap) |
 //! | `SESSION_BACKEND` | auto | `rest` or `direct`; auto picks REST when its URL is set |
 //! | `UPSTASH_REDIS_REST_URL` (alias `KV_REST_API_URL`) | | REST endpoint |
 //! | `UPSTASH_REDIS_REST_TOKEN` (alias `KV_REST_API_TOKEN`) | | REST bearer token |
@@ -86,6 +88,122 @@ pub struct SessionConfig {
     pub indexes: Vec<IndexSpec>,
     /// Days of daily statistics kept.
     pub stats_days: u32,
+    /// Which user fields of the session a login replaces survive into the
+    /// new one (`SESSION_LOGIN_CARRY`, default [`LoginCarry::All`]). Applies
+    /// only to an anonymous session or one of the same user: a session of
+    /// another user never passes anything on (see [`LoginCarry`]).
+    pub login_carry: LoginCarry,
+    /// The most live sessions one user may hold
+    /// (`SESSION_MAX_SESSIONS_PER_USER`, default 100; 0 = no cap). A login
+    /// that takes the user past it ends the user's sessions that expire
+    /// soonest (the first of the device set, scored by expiry: the least
+    /// recently used), in the same atomic script as the login, at most
+    /// [`REVOKE_BATCH`] of them per login.
+    pub max_sessions_per_user: usize,
+}
+
+/// The most sessions one script call ends: a login's cap eviction
+/// ([`SessionConfig::max_sessions_per_user`]), one step of a logout-all or a
+/// revoke-others (which repeat such steps until the user has none left), so
+/// that no call holds Redis for long: ending one indexed session costs Redis
+/// about 20 to 50 us, so a call of 200 stays around 5 to 10 ms, far under
+/// the 50 ms that would stall every other client.
+pub const REVOKE_BATCH: usize = 200;
+
+/// Which user fields of the current session a login carries into the new,
+/// regenerated one (`SESSION_LOGIN_CARRY`).
+///
+/// The policy applies when the session being replaced is anonymous (a
+/// visitor's cart before signing in) or already belongs to the user signing
+/// in (a re-login). **A session that belongs to another user never carries
+/// anything**, whatever the policy: when bob signs in from the browser where
+/// alice was signed in, his session starts empty (plus the login's own
+/// changes), so nothing of alice's reaches him, nor her index entries.
+///
+/// In `SESSION_LOGIN_CARRY`: `all` (the default), `none`, or a
+/// comma-separated list of field names (`cart,theme`; names are checked like
+/// any field name).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LoginCarry {
+    /// Every user field survives.
+    #[default]
+    All,
+    /// The new session starts empty.
+    None,
+    /// Only these fields survive.
+    Fields(Vec<String>),
+}
+
+impl LoginCarry {
+    /// Parses `all`, `none` (any case) or a comma-separated list of fields.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(Self::All);
+        }
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Self::None);
+        }
+        let mut fields: Vec<String> = Vec::new();
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !fields.iter().any(|f| f == name) {
+                fields.push(name.to_owned());
+            }
+        }
+        let carry = Self::Fields(fields);
+        carry.validate()?;
+        Ok(carry)
+    }
+
+    /// Checks the field names of a list (non-empty, valid user field names).
+    pub fn validate(&self) -> Result<()> {
+        let Self::Fields(fields) = self else {
+            return Ok(());
+        };
+        if fields.is_empty() {
+            return Err(Error::config(
+                "SESSION_LOGIN_CARRY",
+                "must be all, none or a comma-separated list of field names",
+            ));
+        }
+        for name in fields {
+            if let Err(e) = crate::session::validate_field(name) {
+                return Err(Error::config(
+                    "SESSION_LOGIN_CARRY",
+                    format!("names a field that cannot exist: {e}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy as the login scripts read it: `all`, `none`, or `list`
+    /// followed by one field name per line (field names hold no control
+    /// characters).
+    pub(crate) fn script_arg(&self) -> String {
+        match self {
+            Self::All => "all".to_owned(),
+            Self::None => "none".to_owned(),
+            Self::Fields(fields) => {
+                let mut arg = "list".to_owned();
+                for field in fields {
+                    arg.push('\n');
+                    arg.push_str(field);
+                }
+                arg
+            }
+        }
+    }
+}
+
+impl fmt::Display for LoginCarry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("all"),
+            Self::None => f.write_str("none"),
+            Self::Fields(fields) => f.write_str(&fields.join(",")),
+        }
+    }
 }
 
 /// A declared secondary index: `field` indexes the field's value, `field[]`
@@ -177,6 +295,8 @@ impl Default for SessionConfig {
             cluster: false,
             indexes: Vec::new(),
             stats_days: 30,
+            login_carry: LoginCarry::All,
+            max_sessions_per_user: 100,
         }
     }
 }
@@ -218,6 +338,7 @@ impl SessionConfig {
                 "must be positive",
             ));
         }
+        self.login_carry.validate()?;
         Ok(())
     }
 }
@@ -433,6 +554,15 @@ impl Settings {
                 None => defaults.indexes,
             },
             stats_days: number(&get, "SESSION_STATS_DAYS", defaults.stats_days)?,
+            login_carry: match get("SESSION_LOGIN_CARRY") {
+                Some(text) => LoginCarry::parse(&text)?,
+                None => defaults.login_carry,
+            },
+            max_sessions_per_user: number(
+                &get,
+                "SESSION_MAX_SESSIONS_PER_USER",
+                defaults.max_sessions_per_user,
+            )?,
         };
         session.validate()?;
 
@@ -667,6 +797,52 @@ mod tests {
         .unwrap();
         assert_eq!(s.session.indexes.len(), 2);
         assert_eq!(s.session.stats_days, 7);
+    }
+
+    #[test]
+    fn login_carry_and_session_cap() {
+        let base = [
+            ("SESSION_SECRETS", SECRET),
+            ("REDIS_URL", "redis://127.0.0.1"),
+        ];
+        let s = settings(&base).unwrap();
+        assert_eq!(s.session.login_carry, LoginCarry::All);
+        assert_eq!(s.session.max_sessions_per_user, 100);
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(pairs);
+            settings(&all)
+        };
+        let s = with(&[
+            ("SESSION_LOGIN_CARRY", " cart, theme ,cart"),
+            ("SESSION_MAX_SESSIONS_PER_USER", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.session.login_carry,
+            LoginCarry::Fields(vec!["cart".into(), "theme".into()])
+        );
+        assert_eq!(s.session.login_carry.script_arg(), "list\ncart\ntheme");
+        assert_eq!(s.session.login_carry.to_string(), "cart,theme");
+        assert_eq!(s.session.max_sessions_per_user, 0);
+        for (text, carry) in [("NONE", LoginCarry::None), ("All", LoginCarry::All)] {
+            let s = with(&[("SESSION_LOGIN_CARRY", text)]).unwrap();
+            assert_eq!(s.session.login_carry, carry);
+        }
+        for bad in ["_user", ",", "cart,_abs"] {
+            let e = with(&[("SESSION_LOGIN_CARRY", bad)]).unwrap_err();
+            assert!(e.to_string().contains("SESSION_LOGIN_CARRY"), "{bad}: {e}");
+        }
+        let e = with(&[("SESSION_MAX_SESSIONS_PER_USER", "-1")]).unwrap_err();
+        assert!(
+            e.to_string().contains("SESSION_MAX_SESSIONS_PER_USER"),
+            "{e}"
+        );
+        let config = SessionConfig {
+            login_carry: LoginCarry::Fields(vec!["a\nb".into()]),
+            ..SessionConfig::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]
