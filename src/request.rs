@@ -186,6 +186,11 @@ impl<B: Backend> SessionStore<B> {
         } = request;
         let mut commit = Commit::default();
         let presented_cookie = token.is_some();
+        // A user id the login would refuse fails the commit before anything
+        // runs (not after a logout asked in the same commit).
+        if let Some(user) = &login {
+            self.check_new_user(user)?;
+        }
 
         if let Some(scope) = logout {
             if let Some(t) = token.take() {

@@ -266,6 +266,10 @@ impl<B: Backend> SessionStore<B> {
             .ok_or(Error::protocol("active: expected a count"))
     }
 
+    /// Checks a user id named by a lookup (device list, revocations): not
+    /// empty, no control characters, within the length limit. Ids refused
+    /// at sign-in by a newer rule ([`Self::check_new_user`]) still pass, so
+    /// sessions signed in before it can be listed and ended.
     fn check_user(&self, user: &str) -> Result<()> {
         let limit = self.inner.config.max_user_id_bytes;
         if user.len() > limit {
@@ -279,6 +283,22 @@ impl<B: Backend> SessionStore<B> {
             return Err(Error::InvalidField {
                 name: "user id".to_owned(),
                 reason: "must be non-empty text without control characters",
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a user id a session is about to be bound to (login, create):
+    /// [`Self::check_user`]'s rules, and no whitespace at either end. Header
+    /// values lose their leading and trailing whitespace on the way to the
+    /// origin (`x-session-user`), so `"alice "` would look like `"alice"`
+    /// there while being another user here.
+    pub(crate) fn check_new_user(&self, user: &str) -> Result<()> {
+        self.check_user(user)?;
+        if user.starts_with(char::is_whitespace) || user.ends_with(char::is_whitespace) {
+            return Err(Error::InvalidField {
+                name: "user id".to_owned(),
+                reason: "must not start or end with whitespace",
             });
         }
         Ok(())
@@ -402,7 +422,7 @@ impl<B: Backend> SessionStore<B> {
     ) -> Result<(SessionToken, Applied)> {
         self.check_changes(changes)?;
         if let Some(user) = user {
-            self.check_user(user)?;
+            self.check_new_user(user)?;
         }
         let token = SessionToken::generate(user.map(UserTag::of));
         let call = self.call(
@@ -499,7 +519,7 @@ impl<B: Backend> SessionStore<B> {
         changes: &Changes,
         client: &ClientInfo,
     ) -> Result<(SessionToken, Applied)> {
-        self.check_user(user)?;
+        self.check_new_user(user)?;
         self.check_changes(changes)?;
         let Some(current) = current else {
             return self.create(Some(user), changes, client).await;
