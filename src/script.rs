@@ -153,7 +153,7 @@ pub(crate) static ALL: [&Script; 18] = [
 /// The keys of a script call, each with its role letter (see `scripts/lib.lua`):
 /// `s` session, `d` device set, `o` old session, `p` old device set, `g` a
 /// global key, `l` a lock. The roles travel in the first argument, with the context.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Keys {
     roles: String,
     names: Vec<String>,

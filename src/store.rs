@@ -15,8 +15,9 @@
 //! | write fields (+ slide) | session, device set | atomic | atomic (same hash tag) |
 //! | create | session, device set | atomic | atomic (same hash tag) |
 //! | destroy | session, device set | atomic | atomic (same hash tag) |
-//! | devices / revoke / revoke others / logout-all | a user's set and sessions | atomic | atomic (same hash tag) |
-//! | login from a session of the same user | old and new session, set | atomic | atomic (same hash tag) |
+//! | devices / revoke one | a user's set and sessions | atomic | atomic (same hash tag) |
+//! | revoke others / logout-all | a user's set and sessions | atomic per batch of [`REVOKE_BATCH`] sessions, repeated until none is left | the same (same hash tag) |
+//! | login from a session of the same user (with the per-user cap) | old and new session, set, the sessions the cap ends | atomic | atomic (same hash tag) |
 //! | login moving a session to another slot | old session, new session, sets | atomic | two steps: the old session is read and deleted atomically (old token dead at once), then the new one is created; if the second step fails the user must sign in again, nothing leaks |
 //!
 //! Device sets are sorted sets scored by each session's expiry and pruned
@@ -26,7 +27,7 @@
 use std::sync::Arc;
 
 use crate::backend::{Backend, Retry, Value};
-use crate::config::SessionConfig;
+use crate::config::{REVOKE_BATCH, SessionConfig};
 use crate::cookie::{CookieCodec, KeyRing, SessionHandle, SessionToken, UserTag};
 use crate::error::{Error, Result};
 use crate::hooks::{Hooks, SessionEvent};
@@ -432,12 +433,24 @@ impl<B: Backend> SessionStore<B> {
         );
         // Safe to retry: a replay of the same create answers without writing.
         let reply = self.run_global_one(call, Retry::Idempotent).await?;
-        let applied = parse_write(reply, changes, &self.inner.config)?;
+        let (applied, capped) = parse_created(reply, changes, &self.inner.config)?;
         self.emit(SessionEvent::Created {
             handle: token.handle(),
             user: user.map(str::to_owned),
         });
+        self.emit_capped(user, capped);
         Ok((token, applied))
+    }
+
+    /// Lifecycle events for the sessions of `user` a login ended to keep
+    /// within `SESSION_MAX_SESSIONS_PER_USER`.
+    fn emit_capped(&self, user: Option<&str>, capped: Vec<SessionHandle>) {
+        for handle in capped {
+            self.emit(SessionEvent::Destroyed {
+                handle,
+                user: user.map(str::to_owned),
+            });
+        }
     }
 
     fn create_args(
@@ -468,9 +481,12 @@ impl<B: Backend> SessionStore<B> {
             config.max_session_bytes.to_string(),
             bind_net.unwrap_or_default(),
             bind_ua.unwrap_or_default(),
+            config.max_sessions_per_user.to_string(),
+            REVOKE_BATCH.to_string(),
         ];
         if let Some(old) = old_handle {
             args.push(old.as_str().to_owned());
+            args.push(config.login_carry.script_arg());
         }
         let storage = self.storage();
         args.extend(changes.script_args(&storage));
@@ -508,10 +524,19 @@ impl<B: Backend> SessionStore<B> {
     }
 
     /// Signs `user` in: a new session under a new token, bound to `user`,
-    /// carrying the user data of the `current` session (if it is alive) plus
-    /// `changes`. The current token is dead from this moment on (session
-    /// fixation defence). One round trip, or two on Redis Cluster when the
-    /// session has to move to another slot.
+    /// holding `changes` and the user data of the `current` session (if it
+    /// is alive) that [`SessionConfig::login_carry`] keeps, when that
+    /// session is anonymous or already `user`'s; a session of another user
+    /// passes nothing on. The current token is dead from this moment on
+    /// (session fixation defence). When `user` then holds more than
+    /// [`SessionConfig::max_sessions_per_user`] sessions, the ones that
+    /// expire soonest end in the same step (a [`SessionEvent::Destroyed`]
+    /// each). One round trip, or two on Redis Cluster when the session has
+    /// to move to another slot.
+    ///
+    /// Fails with [`Error::InvalidField`] for a user id that is empty, holds
+    /// control characters or starts or ends with whitespace, before any
+    /// Redis call.
     pub async fn login(
         &self,
         current: Option<&SessionToken>,
@@ -532,7 +557,7 @@ impl<B: Backend> SessionStore<B> {
         // Safe to retry: a replay of the same login answers without writing.
         let retry = Retry::Idempotent;
 
-        let applied = if same_slot || !self.inner.config.cluster {
+        let (applied, capped) = if same_slot || !self.inner.config.cluster {
             let mut keys = self.own_keys(&token, 's', 'd');
             let old = self.own_keys(current, 'o', 'p');
             for role in ['o', 'p'] {
@@ -542,14 +567,19 @@ impl<B: Backend> SessionStore<B> {
                 self.create_args(&token, Some(user), client, Some(&current.handle()), changes);
             let call = self.call(&script::LOGIN, keys, args);
             let reply = self.run_global_one(call, retry).await?;
-            parse_write(reply, changes, config)?
+            parse_created(reply, changes, config)?
         } else {
             // Redis Cluster, different slots: take the old session (atomically
-            // read and delete it), then create the new one with its data.
+            // read and delete it, keeping what may be carried), then create
+            // the new one with that data.
             let call = self.call(
                 &script::TAKE,
                 self.own_keys(current, 's', 'd'),
-                vec![current.handle().as_str().to_owned()],
+                vec![
+                    current.handle().as_str().to_owned(),
+                    user.to_owned(),
+                    config.login_carry.script_arg(),
+                ],
             );
             let (taken, deferred) = self.run_deferring(&[call], Vec::new(), Retry::Once).await?;
             let taken = taken
@@ -582,13 +612,14 @@ impl<B: Backend> SessionStore<B> {
                 .into_iter()
                 .next()
                 .ok_or(Error::protocol("missing script reply"))?;
-            parse_write(reply, &carried, config)?
+            parse_created(reply, &carried, config)?
         };
         self.emit(SessionEvent::Regenerated {
             old: current.handle(),
             new: token.handle(),
             user: user.to_owned(),
         });
+        self.emit_capped(Some(user), capped);
         Ok((token, applied))
     }
 
@@ -629,6 +660,12 @@ impl<B: Backend> SessionStore<B> {
         parse_devices(reply)
     }
 
+    /// Revokes sessions of `user`. "others" and "all" run as calls of
+    /// revoke.lua that end at most [`REVOKE_BATCH`] sessions each, repeated
+    /// until none is left: no call holds Redis for long, however many
+    /// sessions the user has. Each batch's [`SessionEvent::Destroyed`]
+    /// events go out as it completes; if a call fails midway, the sessions
+    /// already ended stay ended and calling again finishes the job.
     async fn revoke_with(&self, user: &str, mode: RevokeMode<'_>) -> Result<u64> {
         let (tag, keys) = self.user_keys(user)?;
         let (mode, handle) = match mode {
@@ -640,29 +677,31 @@ impl<B: Backend> SessionStore<B> {
             self.inner.layout.user_sessions_prefix(&tag),
             mode.to_owned(),
             handle.to_owned(),
+            REVOKE_BATCH.to_string(),
         ];
-        let call = self.call(&script::REVOKE, keys, args);
-        let reply = self.run_global_one(call, Retry::Idempotent).await?;
-        let gone = reply
-            .into_array()
-            .ok_or(Error::protocol("revoke: expected a list"))?
-            .iter()
-            .map(|v| v.as_str().and_then(SessionHandle::parse))
-            .collect::<Option<Vec<_>>>()
-            .ok_or(Error::protocol("revoke: bad handle"))?;
-        for handle in &gone {
-            self.emit(SessionEvent::Destroyed {
-                handle: handle.clone(),
-                user: Some(user.to_owned()),
-            });
+        let mut total = 0u64;
+        loop {
+            let call = self.call(&script::REVOKE, keys.clone(), args.clone());
+            let reply = self.run_global_one(call, Retry::Idempotent).await?;
+            let (more, gone) = parse_revoked(reply)?;
+            total += gone.len() as u64;
+            for handle in gone {
+                self.emit(SessionEvent::Destroyed {
+                    handle,
+                    user: Some(user.to_owned()),
+                });
+            }
+            if !more {
+                break;
+            }
         }
         if matches!(mode, "all") {
             self.emit(SessionEvent::LoggedOutEverywhere {
                 user: user.to_owned(),
-                sessions: gone.len() as u64,
+                sessions: total,
             });
         }
-        Ok(gone.len() as u64)
+        Ok(total)
     }
 
     /// Revokes one session of `user`. Returns whether it existed.
@@ -670,12 +709,17 @@ impl<B: Backend> SessionStore<B> {
         Ok(self.revoke_with(user, RevokeMode::One(handle)).await? == 1)
     }
 
-    /// Revokes every session of `user` except `keep` ("sign out other devices").
+    /// Revokes every session of `user` except `keep` ("sign out other
+    /// devices"), in calls of at most [`REVOKE_BATCH`] sessions.
     pub async fn revoke_others(&self, user: &str, keep: &SessionHandle) -> Result<u64> {
         self.revoke_with(user, RevokeMode::Others(keep)).await
     }
 
-    /// Revokes every session of `user` (logout everywhere).
+    /// Revokes every session of `user` (logout everywhere), in calls of at
+    /// most [`REVOKE_BATCH`] sessions each until none is left (one round
+    /// trip per 200 sessions). Returns how many ended; one
+    /// [`SessionEvent::LoggedOutEverywhere`] with that total follows their
+    /// [`SessionEvent::Destroyed`] events.
     pub async fn logout_all(&self, user: &str) -> Result<u64> {
         self.revoke_with(user, RevokeMode::All).await
     }
@@ -769,6 +813,53 @@ fn parse_write(reply: Value, changes: &Changes, config: &SessionConfig) -> Resul
         }),
         _ => Err(Error::protocol("write: unknown status")),
     }
+}
+
+/// Parses the reply of create.lua or login.lua: a write's reply (see
+/// [`parse_write`]) that ends, on success, with the handles of the sessions
+/// the per-user cap ended.
+fn parse_created(
+    reply: Value,
+    changes: &Changes,
+    config: &SessionConfig,
+) -> Result<(Applied, Vec<SessionHandle>)> {
+    let mut items = reply
+        .into_array()
+        .ok_or(Error::protocol("write: expected an array"))?;
+    let mut capped = Vec::new();
+    if items.first().and_then(Value::as_int) == Some(0) {
+        let ended = items
+            .pop()
+            .and_then(Value::into_array)
+            .ok_or(Error::protocol("create: expected the ended sessions"))?;
+        capped = handles(ended, "create: bad handle")?;
+    }
+    let applied = parse_write(Value::Array(items), changes, config)?;
+    Ok((applied, capped))
+}
+
+/// Session handles from a list reply.
+fn handles(list: Vec<Value>, what: &'static str) -> Result<Vec<SessionHandle>> {
+    list.iter()
+        .map(|v| v.as_str().and_then(SessionHandle::parse))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(Error::protocol(what))
+}
+
+/// Parses the `{more, {handle, ...}}` reply of revoke.lua.
+fn parse_revoked(reply: Value) -> Result<(bool, Vec<SessionHandle>)> {
+    let items = reply
+        .into_array()
+        .ok_or(Error::protocol("revoke: expected a pair"))?;
+    let [more, gone] =
+        <[Value; 2]>::try_from(items).map_err(|_| Error::protocol("revoke: expected a pair"))?;
+    let gone = gone
+        .into_array()
+        .ok_or(Error::protocol("revoke: expected a list"))?;
+    Ok((
+        int(&more, "revoke: more")? != 0,
+        handles(gone, "revoke: bad handle")?,
+    ))
 }
 
 /// Parses the `{now, expiry, {field, value, ...}}` reply of the load script,

@@ -356,11 +356,68 @@ local function write_ops(key, state, sets)
   call_many('HSET', key, sets)
 end
 
+-- The user fields a login carries from the session it replaces (`meta` and
+-- `fields` as split_hash gives them) into the new session of `user`: none
+-- when that session belongs to another user, else the ones `policy` keeps:
+-- 'all', 'none', or 'list' followed by one field name per line
+-- (SESSION_LOGIN_CARRY). Returns them (a table), their number and their size
+-- (names plus values).
+local function carry(meta, fields, user, policy)
+  local out, count, bytes = {}, 0, 0
+  if (meta._user and meta._user ~= user) or policy == 'none' then
+    return out, count, bytes
+  end
+  local keep
+  if policy ~= 'all' then
+    keep = {}
+    for name in string.gmatch(string.sub(policy, 6), '[^\n]+') do
+      keep[name] = true
+    end
+  end
+  for name, value in pairs(fields) do
+    if not keep or keep[name] then
+      out[name] = value
+      count = count + 1
+      bytes = bytes + #name + #value
+    end
+  end
+  return out, count, bytes
+end
+
+-- Keeps a user at `cap[1]` live sessions at most (0 = no cap;
+-- SESSION_MAX_SESSIONS_PER_USER) after the session `handle` at `key` joined
+-- the device set `set`: ends the first sessions of the set (scored by
+-- expiry, so those that expire soonest: the least recently used), never
+-- `handle`, and at most `cap[2]` of them in one call (bounded work).
+-- The user's sessions share the prefix of `key`. Returns the handles of the
+-- sessions ended.
+local function cap_sessions(key, set, handle, cap)
+  local gone = {}
+  local max, most = cap[1], cap[2]
+  if not set or max <= 0 then return gone end
+  local excess = math.min(redis.call('ZCARD', set) - max, most)
+  if excess <= 0 then return gone end
+  local prefix = string.sub(key, 1, #key - #handle)
+  local done = 0
+  for _, h in ipairs(redis.call('ZRANGE', set, 0, excess)) do
+    if done < excess and h ~= handle then
+      done = done + 1
+      if redis.call('EXISTS', prefix .. h) == 1 then
+        gone[#gone + 1] = h
+      end
+      bury(prefix .. h, set, h)
+    end
+  end
+  return gone
+end
+
 -- Creates a session hash holding `carried` user fields (a table) plus the
 -- outcome of checked ops (`state` and `incs` from check_ops). `bind` holds the
--- binding hashes {net, ua} ('' = not bound). Returns the reply table
--- {0, version, expiry, now, absolute, increments...}.
-local function create(key, set, handle, now, idle, absolute, user, ua, bind, carried, state, incs)
+-- binding hashes {net, ua} ('' = not bound); `cap` is {most sessions per
+-- user, most sessions ended in one call} (see cap_sessions). Returns the
+-- reply table {0, version, expiry, now, absolute, increments..., {handles of
+-- the user's sessions the cap ended}}.
+local function create(key, set, handle, now, idle, absolute, user, ua, bind, carried, state, incs, cap)
   local abs = now + absolute
   local sets = { '_created', now, '_seen', now, '_abs', abs, '_ver', 1 }
   local optional = { '_user', user, '_ua', ua, '_bnet', bind[1], '_bua', bind[2] }
@@ -386,13 +443,15 @@ local function create(key, set, handle, now, idle, absolute, user, ua, bind, car
   end
   local reply = { 0, 1, exp, now, abs }
   for _, r in ipairs(incs) do reply[#reply + 1] = r end
+  reply[#reply + 1] = cap_sessions(key, set, handle, cap)
   return reply
 end
 
 -- The reply of a create or login whose new key already exists. Tokens are
 -- 256 random bits, so that can only be this very call arriving a second time
 -- (a retry after a lost response): answer as the first time did, without
--- writing anything, which makes create and login safe to retry.
+-- writing anything (nor ending any session), which makes create and login
+-- safe to retry.
 local function replay(key, first)
   local now = now_ms()
   local m = redis.call('HMGET', key, '_ver', '_abs')
@@ -403,6 +462,7 @@ local function replay(key, first)
       reply[#reply + 1] = tonumber(redis.call('HGET', key, ARGV[i + 1])) or 0
     end
   end
+  reply[#reply + 1] = {}
   return reply
 end
 
