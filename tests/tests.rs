@@ -12,4 +12,5 @@ mod limits;
 mod lock;
 mod outage;
 mod rest;
+mod security_store;
 mod sync_token;
