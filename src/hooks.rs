@@ -41,7 +41,8 @@ pub enum SessionEvent {
     Regenerated {
         /// The session that ended.
         old: SessionHandle,
-        /// The session that carries its data on.
+        /// The new session (holding the old one's data as `SESSION_LOGIN_CARRY`
+        /// says when the old one was anonymous or the same user's, else none).
         new: SessionHandle,
         /// The user now signed in.
         user: String,

@@ -106,7 +106,7 @@ pub mod fuzzing {
 }
 
 pub use backend::{AnyBackend, Backend};
-pub use config::{BackendConfig, IndexSpec, SessionConfig, Settings};
+pub use config::{BackendConfig, IndexSpec, LoginCarry, SessionConfig, Settings};
 pub use cookie::{
     CookieCodec, CookieConfig, KeyRing, SameSitePolicy, SessionHandle, SessionToken, UserTag,
 };

@@ -124,8 +124,9 @@ impl RequestSession {
     }
 }
 
-/// What [`SessionStore::commit`] did.
-#[derive(Debug, Clone, Default)]
+/// What [`SessionStore::commit`] did. Its `Debug` leaves the cookie values
+/// out (they carry the signed token).
+#[derive(Clone, Default)]
 pub struct Commit {
     /// A `Set-Cookie` header value to send, if the cookie changed (new
     /// session, re-signed with a newer key, or cleared).
@@ -141,6 +142,20 @@ pub struct Commit {
     /// A `Set-Cookie` header value for the sync cookie, after a write to a
     /// store that issues sync tokens (see the module docs).
     pub sync_cookie: Option<String>,
+}
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |cookie: &Option<String>| cookie.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Commit")
+            .field("set_cookie", &shown(&self.set_cookie))
+            .field("applied", &self.applied)
+            .field("handle", &self.handle)
+            .field("user", &self.user)
+            .field("destroyed", &self.destroyed)
+            .field("sync_cookie", &shown(&self.sync_cookie))
+            .finish()
+    }
 }
 
 impl<B: Backend> SessionStore<B> {
@@ -364,5 +379,25 @@ impl<B: Backend> SessionStore<B> {
         let secs = i64::try_from(SYNC_COOKIE_MAX_AGE_SECS).unwrap_or(i64::MAX);
         cookie.set_max_age(cookie::time::Duration::seconds(secs));
         Some(cookie.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_debug_hides_the_cookies() {
+        let commit = Commit {
+            set_cookie: Some("__Host-session=k1..c2VjcmV0.c2ln; Path=/".to_owned()),
+            sync_cookie: Some("__Host-session-sync=token".to_owned()),
+            ..Commit::default()
+        };
+        let shown = format!("{commit:?}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("token"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
     }
 }

@@ -87,7 +87,10 @@ impl<B: Backend> SessionStore<B> {
     /// A store over `backend`. Fails when the configuration is invalid.
     pub fn new(backend: B, config: SessionConfig, keys: KeyRing) -> Result<Self> {
         config.validate()?;
-        let codec = CookieCodec::new(config.cookie.clone(), keys)?;
+        // Bound to the key prefix: a deployment with other keys in Redis
+        // refuses this one's cookies before any Redis call, even with the
+        // same secrets.
+        let codec = CookieCodec::new(config.cookie.clone(), keys)?.bound_to(&config.key_prefix);
         let layout = KeyLayout::new(config.key_prefix.clone())?;
         let indexes: Vec<String> = config.indexes.iter().map(ToString::to_string).collect();
         let context = format!(
