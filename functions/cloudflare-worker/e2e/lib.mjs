@@ -40,6 +40,10 @@ export const env = {
     route: need('E2E_WORKERD_ROUTE_URL'),
     /** A plain JavaScript pass-through Worker to the demo origin, for comparison. */
     plain: need('E2E_WORKERD_PLAIN_URL'),
+    /** SESSION_MAX_BODY_BYTES = 8 MiB, in front of the recorder. */
+    limited: need('E2E_WORKERD_LIMITED_URL'),
+    /** The limited gateway's origin: records how each upload ended (e2e/workerd.mjs). */
+    recorder: need('E2E_RECORDER_URL'),
     /** Everything the workerd instances printed (console.log of the Workers). */
     log: need('E2E_WORKERD_LOG'),
   },

@@ -29,6 +29,8 @@ pub mod text;
 // A Worker only exists on wasm32: on other targets these modules are left
 // out, so native workspace builds skip them (their futures are not `Send`).
 #[cfg(target_arch = "wasm32")]
+pub mod body;
+#[cfg(target_arch = "wasm32")]
 pub mod events;
 #[cfg(target_arch = "wasm32")]
 pub mod headers;

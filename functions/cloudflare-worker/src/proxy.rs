@@ -10,8 +10,9 @@ use edge_session::gateway::{ErrorCode, Finished, Gateway, Prepared, error_respon
 use http::StatusCode;
 use worker::{Request, Response, ResponseBody, ResponseBuilder};
 
+use crate::body::capped_response;
 use crate::headers::{js_headers, own_response, reheaded, request_head, response_head};
-use crate::origin::{self, Target};
+use crate::origin::{self, Failure, Target};
 
 /// The answer of `gateway` to `request`, the origin reached through
 /// `target`. Never fails: errors are the gateway's JSON answers.
@@ -40,10 +41,31 @@ async fn forward<B: Backend>(
         Prepared::Respond(response) => return Err(response),
         Prepared::Forward { request, pending } => (request, pending),
     };
-    let response = origin::send(target, &head, inner.body(), gateway.config().origin_timeout)
+    let limit = gateway.config().max_body_bytes;
+    let timeout = gateway.config().origin_timeout;
+    let response = origin::send(target, &head, inner.body(), timeout, limit)
         .await
-        .map_err(|e| gateway.origin_error(&e))?;
-    let switched = response.status_code() == StatusCode::SWITCHING_PROTOCOLS.as_u16();
+        .map_err(|failure| match failure {
+            Failure::Origin(e) => gateway.origin_error(&e),
+            Failure::UploadTooLarge { limit } => error_response(
+                ErrorCode::BodyTooLarge,
+                &format!("the request body is over the limit of {limit} bytes"),
+            ),
+            Failure::UploadBroken => {
+                log::debug!("edge-session: the client's upload broke off");
+                error_response(ErrorCode::BadRequest, "the request body could not be read")
+            }
+        })?;
+    let status = response.status_code();
+    if status != StatusCode::SWITCHING_PROTOCOLS.as_u16() && !(200..=599).contains(&status) {
+        // A Worker cannot answer with it (and workerd may hand back an interim status).
+        discard(&response);
+        return Err(gateway.origin_error(&edge_session::Error::Origin {
+            reason: format!("it answered with status {status}"),
+            source: None,
+        }));
+    }
+    let switched = status == StatusCode::SWITCHING_PROTOCOLS.as_u16();
     let websocket = switched && pending.is_upgrade();
     if switched && !websocket {
         return Err(gateway.origin_error(&edge_session::Error::Origin {
@@ -82,7 +104,23 @@ async fn forward<B: Backend>(
             }
         }
     } else {
-        reheaded(response, &head)
+        match (limit, response.body()) {
+            // A body of undeclared length is held to the limit as it streams.
+            (Some(limit), ResponseBody::Stream(body))
+                if !head.headers.contains_key(http::header::CONTENT_LENGTH) =>
+            {
+                match capped_response(body, limit) {
+                    Some(capped) => js_headers(&head.headers).map(|headers| {
+                        ResponseBuilder::new()
+                            .with_status(head.status.as_u16())
+                            .with_headers(headers)
+                            .stream(capped)
+                    }),
+                    None => reheaded(response, &head),
+                }
+            }
+            _ => reheaded(response, &head),
+        }
     };
     answer.map_err(|e| {
         log::error!("edge-session: the response could not be made: {e}");
