@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use edge_session::backend::Backend;
 use edge_session::gateway::{ErrorCode, Finished, Gateway, Prepared, error_response};
-use http::StatusCode;
+use http::{StatusCode, response};
 use worker::{Request, Response, ResponseBody, ResponseBuilder};
 
 use crate::body::capped_response;
@@ -68,6 +68,7 @@ async fn forward<B: Backend>(
     let switched = status == StatusCode::SWITCHING_PROTOCOLS.as_u16();
     let websocket = switched && pending.is_upgrade();
     if switched && !websocket {
+        discard(&response);
         return Err(gateway.origin_error(&edge_session::Error::Origin {
             reason: "it switched protocols on a request that asked for no upgrade".to_owned(),
             source: None,
@@ -88,44 +89,47 @@ async fn forward<B: Backend>(
     };
     let answer = if websocket {
         // The headers are in `head` already: `websocket()` consumes the response.
-        match response.websocket() {
-            Some(socket) => js_headers(&head.headers).map(|headers| {
-                ResponseBuilder::new()
-                    .with_status(head.status.as_u16())
-                    .with_headers(headers)
-                    .with_websocket(socket)
-                    .empty()
-            }),
-            None => {
-                return Err(gateway.origin_error(&edge_session::Error::Origin {
-                    reason: "it answered 101 without a WebSocket".to_owned(),
-                    source: None,
-                }));
-            }
-        }
+        let Some(socket) = response.websocket() else {
+            return Err(gateway.origin_error(&edge_session::Error::Origin {
+                reason: "it answered 101 without a WebSocket".to_owned(),
+                source: None,
+            }));
+        };
+        js_headers(&head.headers).map(|headers| {
+            ResponseBuilder::new()
+                .with_status(head.status.as_u16())
+                .with_headers(headers)
+                .with_websocket(socket)
+                .empty()
+        })
     } else {
-        match (limit, response.body()) {
-            // A body of undeclared length is held to the limit as it streams.
-            (Some(limit), ResponseBody::Stream(body))
-                if !head.headers.contains_key(http::header::CONTENT_LENGTH) =>
-            {
-                match capped_response(body, limit) {
-                    Some(capped) => js_headers(&head.headers).map(|headers| {
-                        ResponseBuilder::new()
-                            .with_status(head.status.as_u16())
-                            .with_headers(headers)
-                            .stream(capped)
-                    }),
-                    None => reheaded(response, &head),
-                }
-            }
-            _ => reheaded(response, &head),
-        }
+        pass(response, &head, limit)
     };
     answer.map_err(|e| {
         log::error!("edge-session: the response could not be made: {e}");
         error_response(ErrorCode::Internal, "internal error")
     })
+}
+
+/// The origin's `response` with the finished `head`, its body stream as it
+/// is, or held to `limit` as it streams when its length is undeclared.
+fn pass(
+    response: Response,
+    head: &response::Parts,
+    limit: Option<u64>,
+) -> worker::Result<Response> {
+    let undeclared = !head.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !matches!(head.status.as_u16(), 204 | 205 | 304);
+    if let (Some(limit), ResponseBody::Stream(body), true) = (limit, response.body(), undeclared)
+        && let Some(capped) = capped_response(body, limit)
+    {
+        let headers = js_headers(&head.headers)?;
+        return Ok(ResponseBuilder::new()
+            .with_status(head.status.as_u16())
+            .with_headers(headers)
+            .stream(capped));
+    }
+    reheaded(response, head)
 }
 
 /// Cancels the body of an origin response that is not passed on.
