@@ -5,7 +5,11 @@
 //! browser API, admin API), configured from the Worker's vars and secrets.
 //! The gateway reads and changes heads only: the client's body stream goes to
 //! the origin, and the origin's body stream (or WebSocket) to the client, as
-//! JavaScript streams that never enter wasm memory.
+//! the runtime's own streams; no byte of a body enters wasm memory (see
+//! `body`). The origin's response head is awaited for at most
+//! `SESSION_ORIGIN_TIMEOUT_MS` once the upload is in (`504 origin_timeout`).
+//! With `SESSION_LOG_EVENTS=true` the session lifecycle events are logged
+//! after the response, in `ctx.waitUntil` (see `events`).
 //!
 //! The origin is, by the Worker's vars:
 //! - `ORIGIN_URL`: a base URL; the request's path and query are appended.
