@@ -42,15 +42,6 @@ mod imp {
     pub(crate) fn is_connect_error(error: &reqwest::Error) -> bool {
         error.is_connect()
     }
-
-    /// An HTTP client for proxying: redirects are passed back, not followed.
-    #[cfg(feature = "rest")]
-    pub(crate) fn proxy_client() -> crate::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(crate::Error::Transport)
-    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -80,19 +71,12 @@ mod imp {
     pub(crate) fn is_connect_error(_error: &reqwest::Error) -> bool {
         false
     }
-
-    /// reqwest on wasm32 uses `fetch`, whose redirect mode it does not expose;
-    /// the Worker packaging forwards with the Workers `fetch` instead.
-    #[cfg(feature = "rest")]
-    pub(crate) fn proxy_client() -> crate::Result<reqwest::Client> {
-        Ok(reqwest::Client::new())
-    }
 }
 
+#[cfg(feature = "rest")]
+pub(crate) use imp::is_connect_error;
 pub(crate) use imp::unix_now_secs;
 pub use imp::{MaybeSend, MaybeSync};
-#[cfg(feature = "rest")]
-pub(crate) use imp::{is_connect_error, proxy_client};
 
 /// Waits for `duration` on the current target's timer.
 pub(crate) async fn sleep(duration: Duration) {

@@ -242,8 +242,12 @@ pub(crate) fn append_set_cookie(headers: &mut HeaderMap, cookie: &str) {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that speak to the next hop only. `Expect: 100-continue` is
+/// answered by the hop that receives it (the platform or the host's HTTP
+/// server), never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
+    "expect",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",

@@ -32,7 +32,11 @@ impl ReqwestUpstream {
     /// An upstream with its own client, which does not follow redirects
     /// (they go back to the browser, as from any proxy).
     pub fn new() -> Result<Self> {
-        Ok(Self::with_client(crate::platform::proxy_client()?))
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(Error::Transport)?;
+        Ok(Self::with_client(client))
     }
 
     /// An upstream over an existing client (configure it not to follow redirects).
