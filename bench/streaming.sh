@@ -5,9 +5,9 @@
 # time to first byte and MiB/s, medians. Targets, side by side in one run:
 #   origin           the demo origin alone
 #   host             edge-session-host in front of it (anonymous, and signed in: one load per request)
-#   worker           the Worker under workerd (Miniflare, no wrangler dev proxy) in front of it,
-#                    on upstash-local; only when the Worker is built
-#                    (functions/cloudflare-worker/build, `scripts/build-worker`)
+#   worker           the Worker under workerd (functions/cloudflare-worker/e2e/workerd.mjs:
+#                    Miniflare, no wrangler dev proxy) in front of it, on upstash-local; only when
+#                    the Worker is built (functions/cloudflare-worker/build, `scripts/build-worker`)
 #   worker-origin    a plain JavaScript pass-through Worker under the same workerd, for scale
 #
 # The caller sets BIN, TMP, SECRET, REDIS_URL, REST_TOKEN, STACK_PIDS, ROOT, BENCH_DIR; needs curl.
@@ -52,7 +52,7 @@ stream_cookie() {
 streaming_rows() {
   STREAM_RESULTS="$1"
   printf 'target\tvisitor\tttfb_p50_ms\tmib_s_p50\tshort_downloads\n' >"$STREAM_RESULTS"
-  local origin_port host_port rest_port worker_port plain_port cookie path
+  local origin_port host_port rest_port worker_port plain_port cookie path port
   path="/stream/download?bytes=$STREAM_BYTES"
   origin_port="$(es_free_port)"
   start_bg demo-origin "$origin_port" "$BIN/demo-origin" --listen "127.0.0.1:$origin_port"
@@ -71,15 +71,21 @@ streaming_rows() {
     rest_port="$(es_free_port)"
     start_bg stream-rest "$rest_port" "$BIN/upstash-local" --listen "127.0.0.1:$rest_port" \
       --redis-url "$REDIS_URL" --token "$REST_TOKEN"
-    worker_port="$(es_free_port)"
-    plain_port="$(es_free_port)"
-    start_bg stream-worker "$worker_port" env \
-      WORKER_PORT="$worker_port" PLAIN_PORT="$plain_port" \
+    # The e2e tests' workerd runner: the built Worker in each origin mode beside a plain
+    # JavaScript Worker; the ORIGIN_URL instance and the plain one are measured.
+    local ports=() i
+    for i in 1 2 3 4 5 6; do ports+=("$(es_free_port)"); done
+    worker_port="${ports[0]}"
+    plain_port="${ports[3]}"
+    E2E_WORKERD_PORTS="$(IFS=,; echo "${ports[*]}")" \
       ORIGIN_URL="http://127.0.0.1:$origin_port" \
       UPSTASH_REDIS_REST_URL="http://127.0.0.1:$rest_port" UPSTASH_REDIS_REST_TOKEN="$REST_TOKEN" \
-      SESSION_SECRETS="$SECRET" \
-      node "$BENCH_DIR/workerd.mjs"
-    es_wait_port "$plain_port" 30 || true
+      SESSION_SECRETS="$SECRET" ADMIN_TOKEN="bench-admin-token-0123456789" \
+      WORKER_SHIM="$ROOT/functions/cloudflare-worker/build/worker/shim.mjs" \
+      COMPATIBILITY_DATE="$(sed -n 's/^compatibility_date = "\(.*\)"/\1/p' "$ROOT/wrangler.toml")" \
+      node "$ROOT/functions/cloudflare-worker/e2e/workerd.mjs" >"$TMP/workerd.log" 2>&1 &
+    STACK_PIDS+=($!)
+    for port in "${ports[@]}"; do es_wait_port "$port" 60 || { tail -n 30 "$TMP/workerd.log" >&2; exit 1; }; done
     stream_measure worker anonymous "http://127.0.0.1:$worker_port$path"
     cookie="$(stream_cookie "http://127.0.0.1:$worker_port")"
     stream_measure worker signed-in "http://127.0.0.1:$worker_port$path" "$cookie"
