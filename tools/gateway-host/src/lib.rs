@@ -43,6 +43,7 @@
 
 mod body;
 mod origin;
+mod pool;
 mod proxy;
 mod server;
 

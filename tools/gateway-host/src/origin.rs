@@ -1,13 +1,18 @@
-//! [`OriginClient`]: the origin over a pooled hyper client (HTTP/1.1
-//! keep-alive, `http://` and `https://`), both bodies streamed.
+//! [`OriginClient`]: the origin over pooled HTTP/1.1 keep-alive
+//! connections, both bodies streamed: a plain `http://` origin through the
+//! host's own pool (`pool.rs`) on hyper's connection API (a request takes the
+//! connection used last, no task or hash lookup of its own), an `https://`
+//! one through hyper-util's client.
 
 use std::error::Error as StdError;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use edge_session::gateway::{GatewayConfig, Upstream};
 use edge_session::{Error, Result};
-use http::{Request, Response, Version};
-use http_body::Body;
+use http::{Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -16,13 +21,20 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use crate::body::{BodyTooLarge, BoxError, Capped, Direction};
+use crate::pool::{Pool, Pooled, SendError};
 
 /// How long an idle keep-alive connection to the origin stays in the pool.
 pub const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The body of an origin response: the origin's own stream, cut off past
-/// `SESSION_MAX_BODY_BYTES` when that is set.
-pub type OriginBody = Capped<Incoming>;
+/// `SESSION_MAX_BODY_BYTES` when that is set. Its connection goes back to
+/// the pool when it ends (`B` is the type of the request bodies).
+#[derive(Debug)]
+pub struct OriginBody<B = Incoming> {
+    body: Capped<Incoming>,
+    /// Given back to the pool at the body's end.
+    pooled: Option<Pooled<Capped<B>>>,
+}
 
 /// The origin behind the host: a pooled HTTP/1.1 client (keep-alive
 /// connections, closed after [`ORIGIN_IDLE_TIMEOUT`] idle) that streams the
@@ -41,6 +53,9 @@ pub type OriginBody = Capped<Incoming>;
 ///   "request body"`), a response body past it is cut off.
 #[derive(Debug, Clone)]
 pub struct OriginClient<B = Incoming> {
+    /// A plain `http://` origin's connections.
+    pool: Option<Pool<Capped<B>>>,
+    /// Any other origin (`https://`).
     client: Client<HttpsConnector<HttpConnector>, Capped<B>>,
     connect_timeout: Duration,
     head_timeout: Duration,
@@ -74,7 +89,11 @@ where
             .pool_idle_timeout(ORIGIN_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(https);
+        let pool = config.origin.url().ok().and_then(|origin| {
+            Pool::for_origin(origin, config.origin_connect_timeout, ORIGIN_IDLE_TIMEOUT)
+        });
         Ok(Self {
+            pool,
             client,
             connect_timeout: config.origin_connect_timeout,
             head_timeout: config.origin_timeout,
@@ -89,9 +108,9 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Body = OriginBody;
+    type Body = OriginBody<B>;
 
-    async fn forward(&self, request: Request<B>) -> Result<Response<OriginBody>> {
+    async fn forward(&self, request: Request<B>) -> Result<Response<OriginBody<B>>> {
         self.send(request, None).await
     }
 }
@@ -108,7 +127,7 @@ where
         &self,
         request: Request<B>,
         rest: Option<oneshot::Sender<B>>,
-    ) -> Result<Response<OriginBody>> {
+    ) -> Result<Response<OriginBody<B>>> {
         let (mut parts, body) = request.into_parts();
         // The origin gets HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
@@ -117,36 +136,67 @@ where
         if let Some(rest) = rest {
             body = body.rest_to(rest);
         }
-        let response = self.client.request(Request::from_parts(parts, body));
+        let request = Request::from_parts(parts, body);
         // The head timeout starts once the request body is over (sent,
         // failed or dropped): the time to upload it is the client's.
         let head_deadline = async {
             let _ = ended.await;
             tokio::time::sleep(self.head_timeout).await;
         };
-        let response = tokio::select! {
-            response = response => response.map_err(|e| self.request_error(e))?,
-            () = head_deadline => {
-                return Err(Error::OriginTimeout { ms: millis(self.head_timeout) });
-            }
+        let timed_out = || Error::OriginTimeout {
+            ms: millis(self.head_timeout),
         };
+        let (response, pooled) = match &self.pool {
+            Some(pool) if pool.serves(request.uri()) => tokio::select! {
+                sent = pool.send(request) => match sent {
+                    Ok((response, pooled)) => (response, Some(pooled)),
+                    Err(e) => return Err(self.send_error(e)),
+                },
+                () = head_deadline => return Err(timed_out()),
+            },
+            _ => tokio::select! {
+                response = self.client.request(request) => {
+                    (response.map_err(|e| self.request_error(e))?, None)
+                }
+                () = head_deadline => return Err(timed_out()),
+            },
+        };
+        // An upgraded connection is not the pool's any more.
+        let pooled = pooled.filter(|_| response.status() != StatusCode::SWITCHING_PROTOCOLS);
         let limit = self.max_body_bytes;
-        Ok(response.map(|body| Capped::new(body, limit, Direction::Download)))
+        Ok(response
+            .map(|body| OriginBody::new(Capped::new(body, limit, Direction::Download), pooled)))
     }
 }
 
 impl<B> OriginClient<B> {
-    /// The error for a request that got no response head.
+    /// The error for a request through hyper-util's client that got no
+    /// response head.
     fn request_error(&self, error: hyper_util::client::legacy::Error) -> Error {
-        if let Some(too_large) = find::<BodyTooLarge>(&error) {
+        let connect = error.is_connect();
+        self.origin_error(Box::new(error), connect)
+    }
+
+    /// The error for a request through the pool that got no response head.
+    fn send_error(&self, error: SendError) -> Error {
+        let connect = matches!(error, SendError::Connect(_));
+        self.origin_error(Box::new(error), connect)
+    }
+
+    /// [`Error::TooLarge`] for an upload over the limit,
+    /// [`Error::OriginTimeout`] for a connect that timed out, else
+    /// [`Error::Origin`] (its reason [`UPLOAD_FAILED`] when the client's
+    /// body failed).
+    fn origin_error(&self, error: Box<dyn StdError + Send + Sync>, connect: bool) -> Error {
+        if let Some(too_large) = find::<BodyTooLarge>(&*error) {
             return Error::TooLarge {
                 what: too_large.what,
                 limit: usize::try_from(too_large.limit).unwrap_or(usize::MAX),
                 actual: usize::try_from(too_large.limit.saturating_add(1)).unwrap_or(usize::MAX),
             };
         }
-        if error.is_connect() {
-            let timed_out = find::<std::io::Error>(&error)
+        if connect {
+            let timed_out = find::<std::io::Error>(&*error)
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
             if timed_out {
                 return Error::OriginTimeout {
@@ -155,18 +205,70 @@ impl<B> OriginClient<B> {
             }
             return Error::Origin {
                 reason: "could not connect".to_owned(),
-                source: Some(Box::new(error)),
+                source: Some(error),
             };
         }
-        let reason = if upload_failed(&error) {
+        let reason = if upload_failed(&*error) {
             UPLOAD_FAILED
         } else {
             "the request failed"
         };
         Error::Origin {
             reason: reason.to_owned(),
-            source: Some(Box::new(error)),
+            source: Some(error),
         }
+    }
+}
+
+impl<B: Send + 'static> OriginBody<B> {
+    fn new(body: Capped<Incoming>, pooled: Option<Pooled<Capped<B>>>) -> Self {
+        let mut this = Self { body, pooled };
+        if this.body.is_end_stream() {
+            this.give_back();
+        }
+        this
+    }
+
+    /// The response is over: its connection can take the next request.
+    fn give_back(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            pooled.give_back();
+        }
+    }
+
+    /// The data bytes passed through so far.
+    pub fn bytes_seen(&self) -> u64 {
+        self.body.bytes_seen()
+    }
+}
+
+impl<B: Send + 'static> Body for OriginBody<B> {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            // A failed or cut-off body leaves its connection unusable:
+            // dropped, closed.
+            Some(Err(_)) => this.pooled = None,
+            None => this.give_back(),
+            Some(Ok(_)) if this.body.is_end_stream() => this.give_back(),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
