@@ -131,16 +131,24 @@ where
         let (mut parts, body) = request.into_parts();
         // The origin gets HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
-        let (end, ended) = oneshot::channel();
-        let mut body = Capped::new(body, self.max_body_bytes, Direction::Upload).until_end(end);
-        if let Some(rest) = rest {
-            body = body.rest_to(rest);
-        }
-        let request = Request::from_parts(parts, body);
+        let body = Capped::new(body, self.max_body_bytes, Direction::Upload);
         // The head timeout starts once the request body is over (sent,
         // failed or dropped): the time to upload it is the client's.
+        let (body, ended) = if body.is_end_stream() {
+            (body, None)
+        } else {
+            let (end, ended) = oneshot::channel();
+            (body.until_end(end), Some(ended))
+        };
+        let body = match rest {
+            Some(rest) => body.rest_to(rest),
+            None => body,
+        };
+        let request = Request::from_parts(parts, body);
         let head_deadline = async {
-            let _ = ended.await;
+            if let Some(ended) = ended {
+                let _ = ended.await;
+            }
             tokio::time::sleep(self.head_timeout).await;
         };
         let timed_out = || Error::OriginTimeout {

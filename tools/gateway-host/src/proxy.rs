@@ -76,12 +76,20 @@ impl<B: Backend> HostGateway<B> {
             .is_upgrade()
             .then(|| hyper::upgrade::on(&mut request));
         *request.extensions_mut() = Extensions::new();
-        let (rest, mut left) = oneshot::channel();
-        let mut response = match self.origin.send(request, Some(rest)).await {
+        // Only a body that streams can go over the limit (one with a
+        // `Content-Length` over it never gets here).
+        let (rest, mut left) =
+            if self.gateway.config().max_body_bytes.is_some() && !request.body().is_end_stream() {
+                let (rest, left) = oneshot::channel();
+                (Some(rest), Some(left))
+            } else {
+                (None, None)
+            };
+        let mut response = match self.origin.send(request, rest).await {
             Ok(response) => response,
             Err(e) => {
                 // An upload over the limit: read on, for the client to read its 413.
-                if let Ok(rest) = left.try_recv() {
+                if let Some(rest) = left.as_mut().and_then(|left| left.try_recv().ok()) {
                     linger(rest);
                 }
                 return own(self.forward_error(&e));
