@@ -146,7 +146,7 @@ fn own(response: Response<Bytes>) -> Response<HostBody> {
 }
 
 /// How long the unread body of a request the gateway answered itself is
-/// read and thrown away, at most (see [`linger`]).
+/// read and thrown away, at most (see `linger`).
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
 /// How much of it is read and thrown away, at most.
 pub const LINGER_BYTES: u64 = 64 * 1024 * 1024;
