@@ -100,7 +100,7 @@ pub struct GatewayConfig {
     /// `Retry-After` seconds on 503 (`SESSION_RETRY_AFTER`, default 5).
     pub retry_after_secs: u32,
     /// Log every session lifecycle event as a JSON line (`SESSION_LOG_EVENTS`,
-    /// default false): the packagings then give the gateway an [`EventLog`].
+    /// default false): the packagings then give the gateway an [`EventLog`](super::EventLog).
     pub log_events: bool,
     /// What to do when the store is unavailable (`SESSION_STORE_OUTAGE`,
     /// default fail-closed).
@@ -127,7 +127,7 @@ pub struct GatewayConfig {
     pub origin_timeout: Duration,
     /// A header set by a trusted proxy in front of the gateway that carries
     /// the client IP (`SESSION_CLIENT_IP_HEADER`, unset by default); see
-    /// [`client_ip`].
+    /// [`client_ip`](super::client_ip).
     pub client_ip_header: Option<HeaderName>,
     /// Session fields `GET <prefix>` shows to page JavaScript
     /// (`SESSION_PUBLIC_FIELDS`, comma-separated; default none: the browser

@@ -23,12 +23,12 @@ pub const SESSION_DATA: &str = "x-session-data";
 pub const SESSION_DATA_OMITTED: &str = "x-session-data-omitted";
 
 /// Request header sent to the origin, with the value `unavailable`, when the
-/// store could not be reached and [`OutagePolicy::FailOpen`] let the request
+/// store could not be reached and [`OutagePolicy::FailOpen`](super::OutagePolicy::FailOpen) let the request
 /// through anonymous.
 pub const SESSION_STORE: &str = "x-session-store";
 /// Response header (to the client) listing the origin's instructions that
 /// were not applied because the store was unavailable under
-/// [`OutagePolicy::FailOpen`], e.g. `x-session-incr, x-session-set`.
+/// [`OutagePolicy::FailOpen`](super::OutagePolicy::FailOpen), e.g. `x-session-incr, x-session-set`.
 pub const SESSION_DROPPED: &str = "x-session-dropped";
 
 /// Largest `x-session-data` value sent to the origin.
@@ -44,7 +44,7 @@ pub const MAX_INSTRUCTION_BYTES: usize = 64 * 1024;
 /// body): past it, `413 body_too_large`.
 pub const MAX_API_BODY_BYTES: usize = 1024;
 /// The client's IP address as the packaging established it, put in the
-/// request's extensions before [`Gateway::handle`]: the Worker takes it from
+/// request's extensions before [`Gateway::handle`](super::Gateway::handle): the Worker takes it from
 /// `CF-Connecting-IP` (set by Cloudflare), the Lambda from the API Gateway
 /// request context's source IP. Used for subnet binding
 /// (`SESSION_BIND_SUBNET`).

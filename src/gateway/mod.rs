@@ -41,7 +41,7 @@
 //! Every store step of a request is bounded by [`GatewayConfig::store_deadline`]
 //! (`SESSION_STORE_DEADLINE_MS`, retries included: the load before the
 //! origin, the write after it, and an API call, each). When the store is
-//! unavailable ([`Error::is_unavailable`]), [`OutagePolicy`]
+//! unavailable ([`Error::is_unavailable`](crate::Error::is_unavailable)), [`OutagePolicy`]
 //! (`SESSION_STORE_OUTAGE`) decides:
 //!
 //! - `fail-closed` (default): `503 store_unavailable` with `Retry-After`.
