@@ -118,3 +118,4 @@ pub use query::{Counts, DailyStats, Page, SessionSummary, Stats, ValueCount};
 pub use request::{Commit, Logout, RequestSession};
 pub use session::{Applied, Changes, ClientInfo, DeviceSession, Op, Session, Timestamp};
 pub use store::SessionStore;
+pub use store::Touch;

@@ -38,6 +38,13 @@ mod imp {
             .map_or(0, |d| d.as_secs())
     }
 
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn unix_now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
     #[cfg(feature = "rest")]
     pub(crate) fn is_connect_error(error: &reqwest::Error) -> bool {
         error.is_connect()
@@ -66,6 +73,11 @@ mod imp {
         (js_sys::Date::now() / 1000.0) as u64
     }
 
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn unix_now_ms() -> u64 {
+        js_sys::Date::now() as u64
+    }
+
     /// `fetch` does not tell a refused connection from a lost response.
     #[cfg(feature = "rest")]
     pub(crate) fn is_connect_error(_error: &reqwest::Error) -> bool {
@@ -75,8 +87,8 @@ mod imp {
 
 #[cfg(feature = "rest")]
 pub(crate) use imp::is_connect_error;
-pub(crate) use imp::unix_now_secs;
 pub use imp::{MaybeSend, MaybeSync};
+pub(crate) use imp::{unix_now_ms, unix_now_secs};
 
 /// Waits for `duration` on the current target's timer.
 pub(crate) async fn sleep(duration: Duration) {

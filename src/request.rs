@@ -7,13 +7,17 @@
 //! # ) -> edge_session::Result<()> {
 //! use edge_session::ClientInfo;
 //!
-//! // No cookie (or a bad one): no Redis call. A valid cookie: one round trip
-//! // that loads the session and slides its expiry.
+//! // No cookie (or a bad one): no Redis call. A valid cookie: one HGETALL
+//! // (a due slide comes back as `Commit::touch`, to run after the response).
 //! let mut session = store.begin(cookie_header, ClientInfo::default()).await?;
 //! let visits: i64 = session.get("visits")?.unwrap_or(0);
 //! session.changes().incr("visits", 1)?;
 //! // One round trip writes the changed fields (nothing at all if nothing changed).
 //! let commit = store.commit(session).await?;
+//! if let Some(touch) = commit.touch.clone() {
+//!     // after sending the response: the slide the read found due
+//!     store.touch(touch).await?;
+//! }
 //! if let Some(set_cookie) = commit.set_cookie {
 //!     // add a `Set-Cookie: {set_cookie}` header to the response
 //! #   let _ = (set_cookie, visits);
@@ -54,7 +58,7 @@ use crate::backend::{Backend, SyncToken};
 use crate::cookie::{SameSitePolicy, SessionHandle, SessionToken};
 use crate::error::{Error, Result};
 use crate::session::{Applied, Changes, ClientInfo, Session};
-use crate::store::SessionStore;
+use crate::store::{Read, SessionStore, Touch};
 
 /// What a request asked for at logout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +81,30 @@ pub struct RequestSession {
     logout: Option<Logout>,
     client: ClientInfo,
     sync: SyncToken,
+    /// The read found a slide due.
+    slide_due: bool,
 }
 
 impl RequestSession {
+    /// True when the read found a slide due (at most once per touch interval
+    /// per session): [`SessionStore::commit`] slides when it writes, or hands
+    /// it back in [`Commit::touch`] to run after the response.
+    pub fn slide_due(&self) -> bool {
+        self.slide_due && self.session.is_some()
+    }
+
+    /// The due slide, to run with [`SessionStore::touch`], for a request that
+    /// is not committed (e.g. a read-only API answer).
+    pub fn touch(&self) -> Option<Touch> {
+        match (&self.token, self.slide_due()) {
+            (Some(token), true) => Some(Touch {
+                token: token.clone(),
+                sync: self.sync.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The live session, if the request carried a valid cookie of one.
     pub fn session(&self) -> Option<&Session> {
         self.session.as_ref()
@@ -142,6 +167,10 @@ pub struct Commit {
     /// A `Set-Cookie` header value for the sync cookie, after a write to a
     /// store that issues sync tokens (see the module docs).
     pub sync_cookie: Option<String>,
+    /// A slide the read found due, when the commit did not write (a write
+    /// slides itself): run it after the response with
+    /// [`SessionStore::touch`], so the reply does not wait for it.
+    pub touch: Option<Touch>,
 }
 
 impl std::fmt::Debug for Commit {
@@ -154,6 +183,7 @@ impl std::fmt::Debug for Commit {
             .field("user", &self.user)
             .field("destroyed", &self.destroyed)
             .field("sync_cookie", &shown(&self.sync_cookie))
+            .field("touch", &self.touch)
             .finish()
     }
 }
@@ -166,13 +196,26 @@ impl<B: Backend> SessionStore<B> {
         client: ClientInfo,
     ) -> Result<RequestSession> {
         let verified = cookie_header.and_then(|h| self.cookies().from_header(h));
+        let mut slide_due = false;
         let (token, needs_resign, session) = match verified {
-            Some(v) => match self.check_binding(self.load(&v.token).await?, &client) {
-                // Bound elsewhere: an anonymous visitor, who can neither
-                // use nor end that session, and whose cookie is left alone.
-                (_, true) => (None, false, None),
-                (session, false) => (Some(v.token), v.needs_resign, session),
-            },
+            Some(v) => {
+                // One HGETALL; a session written before `_exp` existed takes
+                // the load-and-slide script once (it writes `_exp`).
+                let loaded = match self.read(&v.token).await? {
+                    Read::Gone => None,
+                    Read::Live(session, due) => {
+                        slide_due = due;
+                        Some(*session)
+                    }
+                    Read::Legacy => self.load_sliding(&v.token).await?,
+                };
+                match self.check_binding(loaded, &client) {
+                    // Bound elsewhere: an anonymous visitor, who can neither
+                    // use nor end that session, and whose cookie is left alone.
+                    (_, true) => (None, false, None),
+                    (session, false) => (Some(v.token), v.needs_resign, session),
+                }
+            }
             None => (None, false, None),
         };
         Ok(RequestSession {
@@ -184,11 +227,13 @@ impl<B: Backend> SessionStore<B> {
             logout: None,
             client,
             sync: SyncToken::default(),
+            slide_due,
         })
     }
 
     /// [`Self::commit`] without the sync token.
     async fn commit_unsynced(&self, request: RequestSession) -> Result<Commit> {
+        let touch = request.touch();
         let RequestSession {
             mut token,
             needs_resign,
@@ -198,6 +243,7 @@ impl<B: Backend> SessionStore<B> {
             logout,
             client,
             sync: _,
+            slide_due: _,
         } = request;
         let mut commit = Commit::default();
         let presented_cookie = token.is_some();
@@ -262,6 +308,7 @@ impl<B: Backend> SessionStore<B> {
                 }
                 commit.handle = Some(t.handle());
                 commit.user = user;
+                commit.touch = touch;
                 Ok(commit)
             }
             (None, true) => {
@@ -311,9 +358,10 @@ fn cookie_safe(token: &str) -> bool {
 
 impl<B: Backend> SessionStore<B> {
     /// Starts a request: verifies the session cookie in `cookie_header` (pure
-    /// computation) and, only when it is valid, loads and slides the session
-    /// in one round trip, sending the sync token of the user's last write (see
-    /// the module docs).
+    /// computation) and, only when it is valid, reads the session with one
+    /// plain `HGETALL` (a due slide is left to [`Self::commit`] or
+    /// [`Commit::touch`]), sending the sync token of the user's last write
+    /// (see the module docs).
     pub async fn begin(
         &self,
         cookie_header: Option<&str>,

@@ -73,6 +73,7 @@ pub(crate) mod meta {
     pub(crate) const CREATED: &str = "_created";
     pub(crate) const SEEN: &str = "_seen";
     pub(crate) const ABSOLUTE: &str = "_abs";
+    pub(crate) const EXPIRES: &str = "_exp";
     pub(crate) const VERSION: &str = "_ver";
     pub(crate) const USER: &str = "_user";
     pub(crate) const USER_AGENT: &str = "_ua";
@@ -184,6 +185,24 @@ pub(crate) struct Binding {
 }
 
 impl Session {
+    /// A session with no metadata nor fields yet, read at `loaded_at`.
+    pub(crate) fn empty(handle: SessionHandle, loaded_at: Timestamp) -> Self {
+        Session {
+            handle,
+            user: None,
+            created: Timestamp::default(),
+            last_seen: Timestamp::default(),
+            expires: Timestamp::default(),
+            absolute_expiry: Timestamp::default(),
+            loaded_at,
+            version: 0,
+            user_agent: None,
+            fields: Default::default(),
+            undecodable: Default::default(),
+            binding: Default::default(),
+        }
+    }
+
     /// The non-secret handle of the session.
     pub fn handle(&self) -> &SessionHandle {
         &self.handle

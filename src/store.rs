@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Backend, Retry, Value};
+use crate::backend::{self, Backend, Command, Retry, Value};
 use crate::config::{REVOKE_BATCH, SessionConfig};
 use crate::cookie::{CookieCodec, KeyRing, SessionHandle, SessionToken, UserTag};
 use crate::error::{Error, Result};
@@ -336,9 +336,76 @@ impl<B: Backend> SessionStore<B> {
     }
 
     /// Loads the session of `token` and slides its idle expiry (at most once
-    /// per touch interval), in one round trip. `None` when it expired, was
-    /// destroyed, or never existed.
+    /// per touch interval). `None` when it expired, was destroyed, or never
+    /// existed.
+    ///
+    /// A read is one plain `HGETALL` of the session hash (no script, so on a
+    /// replicated Upstash database a replica answers it, with the sync token
+    /// attached): the hash's own metadata (`_abs`, `_exp`, `_seen`, kept exact
+    /// by every write) tells whether the session is alive, by this
+    /// instance's clock, and whether a slide is due. Only when one is (at most
+    /// once per touch interval per session), or the hash predates `_exp`, the
+    /// load-and-slide script runs too, in a second round trip. A dead session
+    /// a read finds is left to its TTL (writes never resurrect it).
     pub async fn load(&self, token: &SessionToken) -> Result<Option<Session>> {
+        match self.read(token).await? {
+            Read::Gone => Ok(None),
+            Read::Live(session, false) => Ok(Some(*session)),
+            Read::Live(_, true) | Read::Legacy => self.load_sliding(token).await,
+        }
+    }
+
+    /// The plain read of [`Self::load`]: one `HGETALL`.
+    pub(crate) async fn read(&self, token: &SessionToken) -> Result<Read> {
+        let key = self.inner.layout.session(token);
+        let reply = backend::query(&self.backend, Command::new("HGETALL").arg(key)).await?;
+        let flat = match reply {
+            Value::Nil => return Ok(Read::Gone),
+            other => other
+                .into_array()
+                .ok_or(Error::protocol("read: expected an array"))?,
+        };
+        if flat.is_empty() {
+            return Ok(Read::Gone);
+        }
+        let now = Timestamp(crate::platform::unix_now_ms());
+        let mut session = Session::empty(token.handle(), now);
+        let expires = fill_session(&mut session, flat, self.inflate_limit())?;
+        // A hash without the metadata is no session.
+        if session.absolute_expiry == Timestamp::default()
+            || session.absolute_expiry <= now
+            || session.created == Timestamp::default()
+        {
+            return Ok(Read::Gone);
+        }
+        // Written before `_exp` existed: the script writes it.
+        let Some(expires) = expires else {
+            return Ok(Read::Legacy);
+        };
+        if expires <= now {
+            return Ok(Read::Gone);
+        }
+        let interval = self.inner.config.touch_interval.as_millis() as u64;
+        let due = session.last_seen == Timestamp::default()
+            || now
+                .as_millis()
+                .saturating_sub(session.last_seen.as_millis())
+                >= interval;
+        session.expires = expires;
+        Ok(Read::Live(Box::new(session), due))
+    }
+
+    /// Runs a slide a read found due (see [`crate::Commit::touch`]): one
+    /// script that re-checks the session is alive and slides its idle expiry
+    /// exactly as a load always did (at most once per touch interval, index
+    /// entries re-scored). Sends the sync token of the request it came from.
+    pub async fn touch(&self, touch: Touch) -> Result<()> {
+        let Touch { token, sync } = touch;
+        sync.scope(self.load_sliding(&token)).await.map(|_| ())
+    }
+
+    /// Loads and slides in one script (the slide of [`Self::load`]).
+    pub(crate) async fn load_sliding(&self, token: &SessionToken) -> Result<Option<Session>> {
         let config = &self.inner.config;
         let handle = token.handle();
         let call = self.call(
@@ -883,20 +950,20 @@ fn parse_session(
     let flat = flat
         .into_array()
         .ok_or(Error::protocol("load: expected fields"))?;
-    let mut session = Session {
-        handle,
-        user: None,
-        created: Timestamp::default(),
-        last_seen: Timestamp::default(),
-        expires: stamp(&expires, "load: expiry")?,
-        absolute_expiry: Timestamp::default(),
-        loaded_at: stamp(&now, "load: time")?,
-        version: 0,
-        user_agent: None,
-        fields: Default::default(),
-        undecodable: Default::default(),
-        binding: Default::default(),
-    };
+    let mut session = Session::empty(handle, stamp(&now, "load: time")?);
+    session.expires = stamp(&expires, "load: expiry")?;
+    fill_session(&mut session, flat, inflate_limit)?;
+    Ok(Some(session))
+}
+
+/// Fills `session` from a flat `{field, value, ...}` hash, inflating
+/// compressed values to at most `inflate_limit` bytes; returns `_exp`.
+fn fill_session(
+    session: &mut Session,
+    flat: Vec<Value>,
+    inflate_limit: usize,
+) -> Result<Option<Timestamp>> {
+    let mut expires = None;
     let mut iter = flat.into_iter();
     while let (Some(name), Some(value)) = (iter.next(), iter.next()) {
         let name = name
@@ -907,6 +974,7 @@ fn parse_session(
             meta::CREATED => session.created = number()?,
             meta::SEEN => session.last_seen = number()?,
             meta::ABSOLUTE => session.absolute_expiry = number()?,
+            meta::EXPIRES => expires = Some(number()?),
             meta::VERSION => session.version = number()?.as_millis(),
             meta::USER => session.user = value.into_string(),
             meta::USER_AGENT => session.user_agent = value.into_string(),
@@ -932,7 +1000,34 @@ fn parse_session(
             }
         }
     }
-    Ok(Some(session))
+    Ok(expires)
+}
+
+/// What a plain read found.
+pub(crate) enum Read {
+    /// No live session.
+    Gone,
+    /// A live session; true when a slide is due.
+    Live(Box<Session>, bool),
+    /// A session written before `_exp` existed.
+    Legacy,
+}
+
+/// A slide a read found due, to run after the response with
+/// [`SessionStore::touch`] (see [`crate::Commit::touch`]). Its `Debug` leaves
+/// the token out.
+#[derive(Clone)]
+pub struct Touch {
+    pub(crate) token: SessionToken,
+    pub(crate) sync: crate::backend::SyncToken,
+}
+
+impl std::fmt::Debug for Touch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Touch")
+            .field("handle", &self.token.handle())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parses the reply of the devices script.

@@ -242,7 +242,7 @@ async fn round_trips_in_cluster_mode() {
 
     let t = h.trips();
     h.store.load(&token).await.unwrap().unwrap();
-    trips("load + slide + active index", 2, t);
+    trips("read + slide + active index", 3, t);
 
     let t = h.trips();
     let mut changes = Changes::new();

@@ -12,9 +12,10 @@ use edge_session::{
 };
 use futures::StreamExt;
 
-use crate::support::{Harness, Kind, test_config};
+use crate::support::{Harness, Kind, cookie_header, test_config};
 
 both_backends!(
+    a_due_slide_runs_after_the_response,
     index_follows_set_delete_regenerate_logout_and_expiry,
     queries_never_return_dead_or_changed_sessions,
     query_pages_with_a_cursor,
@@ -730,4 +731,67 @@ async fn unindexed_field_is_refused(kind: Kind) {
         .unwrap_err();
     assert!(e.to_string().contains("256"), "{e}");
     assert_eq!(h.trips(), before, "refused before any Redis call");
+}
+
+/// A read that finds a slide due does not slide: the commit (no write)
+/// hands it back as `Commit::touch`, and running it slides once, writing
+/// `_exp`, and re-scores every index entry with that exact expiry.
+async fn a_due_slide_runs_after_the_response(kind: Kind) {
+    let mut config = indexed_config();
+    config.touch_interval = Duration::from_millis(200);
+    let h = Harness::with_config(kind, config).await;
+    let token = session_with(&h, Some("ann"), serde_json::json!({"tenant": "acme"})).await;
+    let key = h.store.layout().session(&token);
+    let sid = key.strip_prefix("es:s:").unwrap().to_owned();
+    let score = |set: &str| -> Option<f64> {
+        redis::cmd("ZSCORE")
+            .arg(set)
+            .arg(&sid)
+            .query(&mut h.inspect())
+            .unwrap()
+    };
+    let exp = || -> u64 {
+        redis::cmd("HGET")
+            .arg(&key)
+            .arg("_exp")
+            .query(&mut h.inspect())
+            .unwrap()
+    };
+    let before = exp();
+    #[allow(clippy::cast_precision_loss)]
+    let as_score = |ms: u64| ms as f64;
+    assert_eq!(score("es:{g}:active"), Some(as_score(before)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let header = cookie_header(&h.store.cookies().set_cookie(&token, 60));
+    h.redis.reset_stats();
+    let request = h
+        .store
+        .begin(Some(&header), ClientInfo::default())
+        .await
+        .unwrap();
+    assert!(request.slide_due());
+    let commit = h.store.commit(request).await.unwrap();
+    let touch = commit.touch.expect("the due slide is handed back");
+    assert_eq!(
+        h.redis.store_commands(),
+        1,
+        "{:?}",
+        h.redis.command_counts()
+    );
+    assert_eq!(exp(), before, "nothing slid before the touch");
+    h.store.touch(touch).await.unwrap();
+    let after = exp();
+    assert!(after > before);
+    assert!(h.pttl(&key) <= i64::try_from(after).unwrap());
+    for set in ["es:{g}:active", "es:{g}:ix:tenant:acme"] {
+        assert_eq!(score(set), Some(as_score(after)), "{set}");
+    }
+    // Once per touch interval: the next read finds none due.
+    let request = h
+        .store
+        .begin(Some(&header), ClientInfo::default())
+        .await
+        .unwrap();
+    assert!(!request.slide_due());
+    assert!(h.store.commit(request).await.unwrap().touch.is_none());
 }

@@ -154,8 +154,21 @@ impl<B: Backend> Gateway<B> {
             return error_response(ErrorCode::Unauthenticated, "not signed in");
         };
         match route {
-            Route::Session => self.own_session(&session),
+            Route::Session => {
+                let response = self.own_session(&session);
+                // A read-only answer: a due slide runs right after (the
+                // browser API is not latency-critical).
+                self.after_response(session.touch()).await;
+                response
+            }
             Route::Devices => match self.store().devices(&user).await {
+                Ok(devices) if session.slide_due() => {
+                    self.after_response(session.touch()).await;
+                    json_response(
+                        StatusCode::OK,
+                        &json!({ "sessions": devices.iter().map(|d| device_json(d, Some(&current))).collect::<Vec<_>>() }),
+                    )
+                }
                 Ok(devices) => json_response(
                     StatusCode::OK,
                     &json!({ "sessions": devices.iter().map(|d| device_json(d, Some(&current))).collect::<Vec<_>>() }),

@@ -15,8 +15,9 @@
 //! Three faces:
 //!
 //! - **Gateway** (every path outside the API prefix): removes client-sent
-//!   `x-session-*` headers and the session cookie, loads and slides the session
-//!   (one round trip, none without a valid cookie), forwards to the origin with
+//!   `x-session-*` headers and the session cookie, reads the session (one
+//!   `HGETALL`, none without a valid cookie; a due slide runs after the
+//!   response, see [`Gateway::finish_deferred`]), forwards to the origin with
 //!   `x-session-id`, `x-session-user` and `x-session-data`, then applies the
 //!   origin's `x-session-set` / `-incr` / `-login` / `-logout` response headers
 //!   in one round trip and sets, re-signs or clears the cookie. After a write

@@ -23,6 +23,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::platform::{unix_now_secs, with_timeout};
 use crate::request::RequestSession;
+use crate::store::Touch;
 
 /// What the gateway does with a request, decided from its head alone.
 #[derive(Debug)]
@@ -172,11 +173,30 @@ impl<B: Backend> Gateway<B> {
     /// (none without any) and sets, re-signs or clears the cookies, before
     /// anything reaches the client. A bad instruction is `502
     /// bad_session_instruction` with nothing applied.
-    pub async fn finish(&self, pending: Pending, mut head: response::Parts) -> Finished {
+    ///
+    /// A slide the session's read found due runs here, before the answer
+    /// (see [`Self::finish_deferred`] to run it after the response instead).
+    pub async fn finish(&self, pending: Pending, head: response::Parts) -> Finished {
+        let (finished, touch) = self.finish_deferred(pending, head).await;
+        self.after_response(touch).await;
+        finished
+    }
+
+    /// [`Self::finish`] without the slide: when the read found one due and
+    /// the origin's instructions wrote nothing (a write slides itself), it
+    /// comes back as a [`Touch`] for [`Self::after_response`], which the
+    /// caller runs once the response is on its way (the native host spawns
+    /// it, the Worker hands it to `waitUntil`).
+    pub async fn finish_deferred(
+        &self,
+        pending: Pending,
+        mut head: response::Parts,
+    ) -> (Finished, Option<Touch>) {
         let upgrade = pending.upgrade && head.status == http::StatusCode::SWITCHING_PROTOCOLS;
         if let Some(refusal) = self.oversized_response(&head) {
-            return Finished::Replace(refusal);
+            return (Finished::Replace(refusal), None);
         }
+        let mut touch = None;
         let (finished, personal) = match pending.state {
             State::Skipped => {
                 clean_response(&mut head.headers, upgrade);
@@ -190,7 +210,8 @@ impl<B: Backend> Gateway<B> {
             }
             State::Session(session) => {
                 let personal = session.session().is_some();
-                let (finished, cookie) = self.commit(*session, head, upgrade).await;
+                let (finished, cookie, due) = self.commit(*session, head, upgrade).await;
+                touch = due;
                 (finished, personal || cookie)
             }
         };
@@ -199,9 +220,20 @@ impl<B: Backend> Gateway<B> {
                 if personal && !pending.cache_public {
                     mark_private(&mut head.headers);
                 }
-                Finished::Pass(head)
+                (Finished::Pass(head), touch)
             }
-            replaced => replaced,
+            replaced => (replaced, touch),
+        }
+    }
+
+    /// Runs a slide [`Self::finish_deferred`] handed back (nothing for
+    /// `None`), within the store deadline; a failure is only logged (the
+    /// next read finds the slide still due).
+    pub async fn after_response(&self, touch: Option<Touch>) {
+        if let Some(touch) = touch
+            && let Err(e) = self.within_deadline(self.store().touch(touch)).await
+        {
+            log::warn!("edge-session: the slide after the response failed: {e}");
         }
     }
 
@@ -226,7 +258,7 @@ impl<B: Backend> Gateway<B> {
         mut session: RequestSession,
         mut head: response::Parts,
         upgrade: bool,
-    ) -> (Finished, bool) {
+    ) -> (Finished, bool, Option<Touch>) {
         // The details go to the log; the browser gets the code only.
         let refused = |message: &str| {
             log::error!("edge-session: origin sent a refused session instruction: {message}");
@@ -234,11 +266,11 @@ impl<B: Backend> Gateway<B> {
                 ErrorCode::BadSessionInstruction,
                 "the origin sent a session instruction the gateway refused",
             );
-            (Finished::Replace(response), false)
+            (Finished::Replace(response), false, None)
         };
         let sent = instruction_names(&head.headers);
         if let Some(refusal) = oversized_instruction(&head.headers) {
-            return (Finished::Replace(refusal), false);
+            return (Finished::Replace(refusal), false, None);
         }
         let instructions = match Instructions::take(&mut head.headers) {
             Ok(i) => i,
@@ -256,9 +288,9 @@ impl<B: Backend> Gateway<B> {
                 // confirmed) and without any cookie change but a logout's.
                 clean_response(&mut head.headers, upgrade);
                 let cleared = self.dropped(&mut head.headers, &sent, &e);
-                return (Finished::Pass(head), cleared);
+                return (Finished::Pass(head), cleared, None);
             }
-            Err(e) => return (Finished::Replace(self.store_error(&e)), false),
+            Err(e) => return (Finished::Replace(self.store_error(&e)), false, None),
         };
         clean_response(&mut head.headers, upgrade);
         let mut cookie = false;
@@ -269,7 +301,7 @@ impl<B: Backend> Gateway<B> {
             append_set_cookie(&mut head.headers, &value);
             cookie = true;
         }
-        (Finished::Pass(head), cookie)
+        (Finished::Pass(head), cookie, commit.touch)
     }
 
     /// The answer to an origin that could not be reached: `504

@@ -2,13 +2,16 @@
 -- prepended to each script, with the functions the script uses (src/script.rs).
 --
 -- Session hash fields starting with "_" are metadata:
---   _created, _seen (the last slide), _abs (absolute expiry), all in ms since
---   the epoch,
+--   _created, _seen (the last slide), _abs (absolute expiry), _exp (the
+--   key's expiry, written with every TTL the scripts set, so a plain HGETALL
+--   tells a reader everything: see SessionStore::load), all in ms since the
+--   epoch,
 --   _ver (data version), _user (bound user id), _ua (user agent),
 --   _bnet, _bua (binding hashes of the client's network and user agent).
 -- Every other field is user data: one JSON text per field.
--- Time always comes from the Redis server (TIME), never from the caller, so
--- instances with skewed clocks agree.
+-- Scripts take time from the Redis server (TIME), never from the caller, so
+-- instances with skewed clocks agree on every write. A plain read (HGETALL,
+-- no script) judges _abs, _exp and _seen by the reader's own clock.
 
 -- ARGV[1] is the context, five lines:
 --   1. the role of each key, one letter per key: s session hash, d its
@@ -231,9 +234,16 @@ end
 -- Sets a session's expiry to the idle one (never past `abs`), records it in
 -- its device set, the active and seen indexes, and moves its field index
 -- entries from `before` to `after` (what the session holds now; read from
--- the hash when nil). Returns the expiry.
-local function expire(key, set, handle, now, abs, idle, before, after)
+-- the hash when nil). The expiry is also written to _exp (with _seen = now
+-- when `stamp` is 'seen'; not at all when it is 'written': the caller wrote
+-- both already), so the hash always tells its own expiry. Returns the expiry.
+local function expire(key, set, handle, now, abs, idle, before, after, stamp)
   local exp = math.min(now + idle, abs)
+  if stamp == 'seen' then
+    redis.call('HSET', key, '_seen', now, '_exp', exp)
+  elseif stamp ~= 'written' then
+    redis.call('HSET', key, '_exp', exp)
+  end
   redis.call('PEXPIREAT', key, exp)
   if set then
     index_touch(set, handle, exp, now)
@@ -246,14 +256,13 @@ local function expire(key, set, handle, now, abs, idle, before, after)
 end
 
 -- Pushes the idle expiry forward, never past the absolute one. Writes only
--- metadata (_seen) and TTLs: a touch never rewrites user data. A bound
+-- metadata (_seen, _exp) and TTLs: a touch never rewrites user data. A bound
 -- session counts its user as active today.
 local function slide(key, set, handle, now, abs, idle, before, user, after)
-  redis.call('HSET', key, '_seen', now)
   if user and user ~= '' then
     gop('H', 'st:users:' .. day_of(now), user, 0, STAT_TTL)
   end
-  return expire(key, set, handle, now, abs, idle, before, after)
+  return expire(key, set, handle, now, abs, idle, before, after, 'seen')
 end
 
 -- Whether a touch at `now` slides the expiry: a slide (with its index
@@ -419,7 +428,8 @@ end
 -- the user's sessions the cap ended}}.
 local function create(key, set, handle, now, idle, absolute, user, ua, bind, carried, state, incs, cap)
   local abs = now + absolute
-  local sets = { '_created', now, '_seen', now, '_abs', abs, '_ver', 1 }
+  local sets = { '_created', now, '_seen', now, '_abs', abs, '_ver', 1,
+    '_exp', math.min(now + idle, abs) }
   local optional = { '_user', user, '_ua', ua, '_bnet', bind[1], '_bua', bind[2] }
   for i = 1, #optional, 2 do
     if optional[i + 1] ~= '' then
@@ -434,7 +444,7 @@ local function create(key, set, handle, now, idle, absolute, user, ua, bind, car
     end
   end
   write_ops(key, state, sets)
-  local exp = expire(key, set, handle, now, abs, idle, {})
+  local exp = expire(key, set, handle, now, abs, idle, {}, nil, 'written')
   local day = day_of(now)
   gop('C', 'st:created:' .. day, '', 0, STAT_TTL)
   if user ~= '' then

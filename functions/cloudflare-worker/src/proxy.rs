@@ -5,6 +5,7 @@
 //! untouched. No byte of a proxied body enters wasm memory.
 
 use bytes::Bytes;
+use edge_session::Touch;
 use edge_session::backend::Backend;
 use edge_session::gateway::{ErrorCode, Finished, Gateway, Prepared, error_response};
 use http::{StatusCode, response};
@@ -15,22 +16,26 @@ use crate::headers::{js_headers, own_response, reheaded, request_head, response_
 use crate::origin::{self, Failure, Target};
 
 /// The answer of `gateway` to `request`, the origin reached through
-/// `target`. Never fails: errors are the gateway's JSON answers.
+/// `target`, and the slide the read found due (for `ctx.wait_until`). Never
+/// fails: errors are the gateway's JSON answers.
 pub(crate) async fn proxy<B: Backend>(
     gateway: &Gateway<B>,
     target: &Target,
     request: Request,
-) -> Response {
-    match forward(gateway, target, request).await {
+) -> (Response, Option<Touch>) {
+    let mut touch = None;
+    let response = match forward(gateway, target, request, &mut touch).await {
         Ok(response) => response,
         Err(response) => own(response),
-    }
+    };
+    (response, touch)
 }
 
 async fn forward<B: Backend>(
     gateway: &Gateway<B>,
     target: &Target,
     request: Request,
+    touch: &mut Option<Touch>,
 ) -> Result<Response, http::Response<Bytes>> {
     let inner = request.inner();
     let head = request_head(inner).map_err(|e| {
@@ -80,7 +85,9 @@ async fn forward<B: Backend>(
             source: None,
         })
     })?;
-    let head = match gateway.finish(pending, origin_head).await {
+    let (finished, due) = gateway.finish_deferred(pending, origin_head).await;
+    *touch = due;
+    let head = match finished {
         Finished::Pass(head) => head,
         Finished::Replace(answer) => {
             discard(&response);

@@ -78,15 +78,23 @@ pub fn gateway(env: &Env) -> edge_session::Result<Rc<WorkerGateway>> {
 /// The whole gateway for one request: the browser and admin APIs, or the
 /// origin (`ORIGIN_URL`, `ORIGIN_SERVICE` or the request's own URL) with the
 /// session headers, bodies and WebSockets passed through untouched. Queued
-/// lifecycle events are logged in `ctx.wait_until` after the response.
-/// Never fails: errors are the gateway's JSON answers.
+/// lifecycle events are logged in `ctx.wait_until` after the response, and
+/// a slide the session's read found due runs there too
+/// (`Gateway::after_response`). Never fails: errors are the gateway's JSON
+/// answers.
 pub async fn handle(request: Request, env: &Env, ctx: &Context) -> Response {
     let configured = gateway(env).and_then(|gateway| {
         let target = Target::of(&gateway.config().origin, env)?;
         Ok((gateway, target))
     });
     let response = match configured {
-        Ok((gateway, target)) => proxy(&gateway, &target, request).await,
+        Ok((gateway, target)) => {
+            let (response, touch) = proxy(&gateway, &target, request).await;
+            if touch.is_some() {
+                ctx.wait_until(async move { gateway.after_response(touch).await });
+            }
+            response
+        }
         Err(e) => {
             worker::console_error!("edge-session: configuration error: {e}");
             own(error_response(

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::sync::Arc;
+
 use edge_session::gateway::{
     ClientAddr, ErrorCode, Finished, Gateway, GatewayBody, Prepared, error_response,
 };
@@ -26,17 +28,20 @@ pub type HostBody = GatewayBody<OriginBody>;
 /// The gateway with its origin: what [`crate::serve`] serves.
 #[derive(Debug)]
 pub struct HostGateway<B = AnyBackend> {
-    gateway: Gateway<B>,
+    gateway: Arc<Gateway<B>>,
     origin: OriginClient,
 }
 
-impl<B: Backend> HostGateway<B> {
+impl<B: Backend + 'static> HostGateway<B> {
     /// `gateway` with an [`OriginClient`] built from its configuration; its
     /// origin must be an `ORIGIN_URL` (`http://` or `https://`).
     pub fn new(gateway: Gateway<B>) -> Result<Self> {
         gateway.config().origin.url()?;
         let origin = OriginClient::new(gateway.config())?;
-        Ok(Self { gateway, origin })
+        Ok(Self {
+            gateway: Arc::new(gateway),
+            origin,
+        })
     }
 
     /// The gateway.
@@ -46,7 +51,9 @@ impl<B: Backend> HostGateway<B> {
 
     /// Handles one request from a client at `client` (the TCP peer; it
     /// becomes the request's [`ClientAddr`]): [`Gateway::prepare`], the
-    /// origin, [`Gateway::finish`]. Never fails: errors are JSON answers.
+    /// origin, [`Gateway::finish_deferred`]. Never fails: errors are JSON
+    /// answers. A slide the session's read found due runs in a spawned task
+    /// the response does not wait for ([`Gateway::after_response`]).
     ///
     /// The request body goes to the origin and the origin's body to the
     /// client as streams, nothing buffered. A WebSocket handshake the origin
@@ -109,7 +116,12 @@ impl<B: Backend> HostGateway<B> {
             _ => None,
         };
         let (head, body) = response.into_parts();
-        match self.gateway.finish(pending, head).await {
+        let (finished, touch) = self.gateway.finish_deferred(pending, head).await;
+        if touch.is_some() {
+            let gateway = Arc::clone(&self.gateway);
+            tokio::spawn(async move { gateway.after_response(touch).await });
+        }
+        match finished {
             Finished::Pass(head) => {
                 if let Some((client, origin)) = upgrades {
                     tokio::spawn(bridge(client, origin));

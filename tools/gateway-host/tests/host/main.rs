@@ -49,6 +49,30 @@ async fn a_session_lives_across_requests_on_one_keep_alive_connection() {
     }
 }
 
+/// A read that finds the slide due is answered from one HGETALL; the slide
+/// (`_exp` moves on) runs in a task the host spawns, not before the answer.
+#[tokio::test]
+async fn a_due_slide_runs_after_the_response() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    let host = Host::start(&origin.url, &redis, &[("SESSION_TOUCH_INTERVAL", "1")]).await;
+    let mut connection = host.connect().await;
+    let login = connection.post("/login", None, Vec::new()).await;
+    let cookie = login.session_cookie().expect("a session cookie on login");
+    let key = redis.cli(&["--scan", "--pattern", "es:s:*"]);
+    let exp = || redis.cli(&["HGET", &key, "_exp"]).parse::<u64>().unwrap();
+    let before = exp();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let me = connection.get("/me", Some(&cookie)).await;
+    assert_eq!((me.status, me.body.as_str()), (StatusCode::OK, "alice"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while exp() == before {
+        assert!(Instant::now() < deadline, "the due slide never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(exp() > before);
+}
+
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     let redis = Redis::start().await;
