@@ -7,12 +7,14 @@
 //!
 //! `support` is the harness, `streaming` the bodies both ways and WebSocket,
 //! `faults` the origin's and the client's failures, timeouts and limits,
-//! `memory` the host's memory while 1 GiB streams through it each way.
+//! `memory` the host's memory while 1 GiB streams through it each way,
+//! `security` the security review's findings as the binary serves them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
 mod memory;
+mod security;
 mod streaming;
 mod support;
 

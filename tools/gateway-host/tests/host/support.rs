@@ -138,7 +138,8 @@ pub(crate) struct Upload {
     pub(crate) complete: bool,
 }
 
-/// The test's own origin behind the host: `/login` signs `alice` in, `/me`
+/// The test's own origin behind the host: `/login` signs `alice` in,
+/// `/headers` echoes the request head ([`headers_json`]), `/me`
 /// answers with the user the gateway names (`-` for none), `/slow` answers
 /// once released, `/echo` answers with the length of the body it got,
 /// `/record` reads its body as it comes and reports it ([`Origin::upload`]),
@@ -199,6 +200,8 @@ impl Origin {
                 post(|body: Bytes| async move { body.len().to_string() }),
             )
             .route("/record", post(record))
+            .route("/headers", get(headers_json))
+            .route("/static/headers", get(headers_json))
             .route("/bulk", get(bulk))
             .layer(DefaultBodyLimit::disable())
             .with_state(state.clone());
@@ -222,6 +225,37 @@ impl Origin {
             .expect("the origin's /record finished within 10 s")
             .unwrap()
     }
+}
+
+/// `/headers`: every request header as JSON (`name -> [values]`), the
+/// method and the path and query, and `cache-control: public, max-age=600`
+/// on the answer.
+async fn headers_json(request: AxumRequest) -> Response {
+    let mut seen = serde_json::Map::new();
+    for (name, value) in request.headers() {
+        let values = seen
+            .entry(name.as_str().to_owned())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(values) = values {
+            values.push(
+                String::from_utf8_lossy(value.as_bytes())
+                    .into_owned()
+                    .into(),
+            );
+        }
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let body =
+        serde_json::json!({ "method": request.method().as_str(), "path": path, "headers": seen });
+    (
+        [(header::CACHE_CONTROL, "public, max-age=600")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn record(State(state): State<OriginState>, request: AxumRequest) -> Response {
