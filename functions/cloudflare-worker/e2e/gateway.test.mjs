@@ -281,6 +281,9 @@ test('spoofed x-session-* request headers never reach the origin', async () => {
     'x-session-data-omitted': '12',
     'x-session-login': 'root',
     'x-session-set': '{"admin":true}',
+    // CGI-style servers read these as x-session-user / x-session-id.
+    x_session_user: 'root',
+    'x_session-id': 'f'.repeat(64),
   };
   const { result: anon, trips } = await countTrips(() => req('/api/whoami', { headers: spoof }));
   assert.equal(trips, 0);
@@ -444,6 +447,13 @@ test('store outage: signed-in requests get 503 store_unavailable with Retry-Afte
     await faults({ mode: 'clear' });
   }
   assert.equal((await req('/', { cookie })).status, 200, 'back once the store is');
+});
+
+test('two x-session-login headers, joined by the Workers Headers API, are refused with nothing applied', async () => {
+  const r = await instruct({ raw: { 'x-session-login': ['alice', 'bob'] } });
+  assert.equal(r.status, 502);
+  assert.equal(r.json.code, 'bad_session_instruction');
+  assert.equal(r.session, undefined, 'no session cookie');
 });
 
 test('a Set-Cookie of the origin passes through next to the session cookie', async () => {

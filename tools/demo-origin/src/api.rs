@@ -11,12 +11,13 @@ use crate::instruct::Instructions;
 use crate::session::{PREFIX, SessionView};
 
 /// `GET /api/whoami`: the session as the origin understands it, every `x-session-*` request
-/// header verbatim (a repeated header becomes an array), and the raw `Cookie` header.
+/// header verbatim (a repeated header becomes an array; `x_session_*` spellings too, which
+/// CGI-style servers read as the same variable), and the raw `Cookie` header.
 pub(crate) async fn whoami(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let session = SessionView::from_headers(&headers);
     let mut session_headers = Map::new();
     for name in headers.keys() {
-        if !name.as_str().starts_with(PREFIX) {
+        if !name.as_str().replace('_', "-").starts_with(PREFIX) {
             continue;
         }
         let mut values: Vec<Value> = headers
