@@ -245,16 +245,16 @@ pub(crate) fn append_set_cookie(headers: &mut HeaderMap, cookie: &str) {
 /// Headers that speak to the next hop only. `Expect: 100-continue` is
 /// answered by the hop that receives it (the platform or the host's HTTP
 /// server), never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "expect",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::EXPECT,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// True when `headers` ask for a protocol upgrade (`Connection: upgrade` and
@@ -274,6 +274,10 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 /// one) `Upgrade` is kept and `Connection: upgrade` set, so the next hop
 /// sees the handshake.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most heads have none: one pass over their few names, no lookups.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -285,7 +289,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if let Some(protocol) = kept {

@@ -7,13 +7,16 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The forwarding headers a client could send to pass as someone else.
-const FORWARDING: [&str; 5] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "x-real-ip",
+const FORWARDING: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// False for a path that a server behind the gateway could resolve to
 /// another path than the one the gateway's prefix checks saw: a `.` or `..`
@@ -23,16 +26,28 @@ pub(crate) fn path_is_canonical(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\') || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
         return false;
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    segments
-        .iter()
-        .enumerate()
-        .all(|(i, s)| *s != "." && *s != ".." && (!s.is_empty() || i == last))
+    let encoded_separator = |w: &[u8]| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'e' | b'f') | (b'5', b'c')
+            )
+    };
+    if bytes.windows(3).any(encoded_separator) {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Makes the forwarding headers the gateway's own. Unless `trust` (a proxy
@@ -48,39 +63,58 @@ pub(crate) fn set_forwarding(
     host: Option<HeaderValue>,
     trust: bool,
 ) {
-    if !trust {
-        for name in FORWARDING {
+    if !trust && headers.keys().any(|name| FORWARDING.contains(name)) {
+        for name in &FORWARDING {
             headers.remove(name);
         }
     }
-    let xff = HeaderName::from_static("x-forwarded-for");
+    let xff = X_FORWARDED_FOR;
     if let Some(ip) = client {
-        let before: Vec<String> = headers
-            .get_all(&xff)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .collect();
-        let mut chain = before.join(", ");
-        if !chain.is_empty() {
+        let mut chain = String::new();
+        for before in headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()) {
+            chain.push_str(before);
             chain.push_str(", ");
         }
-        chain.push_str(&ip.to_string());
+        push_ip(&mut chain, ip);
         if let Ok(value) = HeaderValue::from_str(&chain) {
             headers.insert(xff, value);
         }
     }
-    let proto_name = HeaderName::from_static("x-forwarded-proto");
+    let proto_name = X_FORWARDED_PROTO;
     if !headers.contains_key(&proto_name)
         && let Ok(value) = HeaderValue::from_str(proto)
     {
         headers.insert(proto_name, value);
     }
-    let host_name = HeaderName::from_static("x-forwarded-host");
+    let host_name = X_FORWARDED_HOST;
     if let Some(host) = host
         && !headers.contains_key(&host_name)
     {
         headers.insert(host_name, host);
+    }
+}
+
+/// Appends `ip` as text (an IPv4 address without `fmt`, which is slow).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 

@@ -101,12 +101,31 @@ pub use upstream::{GatewayBody, Upstream};
 pub struct Gateway<B> {
     store: SessionStore<B>,
     config: GatewayConfig,
+    /// `ORIGIN_URL`'s scheme and authority when it has no path: a request's
+    /// URI is then built from them and its own path, nothing parsed again.
+    origin_base: Option<(http::uri::Scheme, http::uri::Authority)>,
 }
 
 impl<B: Backend> Gateway<B> {
     /// A gateway over `store`.
     pub fn new(store: SessionStore<B>, config: GatewayConfig) -> Self {
-        Self { store, config }
+        let origin_base = match &config.origin {
+            config::Origin::Url(base) => base.parse::<http::Uri>().ok().and_then(|uri| {
+                let bare =
+                    uri.path_and_query().is_none_or(|p| p.as_str() == "/") && !base.ends_with('/');
+                let parts = uri.into_parts();
+                match (parts.scheme, parts.authority) {
+                    (Some(scheme), Some(authority)) if bare => Some((scheme, authority)),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        };
+        Self {
+            store,
+            config,
+            origin_base,
+        }
     }
 
     /// Sends the lifecycle events of the gateway's sessions (created,

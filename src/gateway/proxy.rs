@@ -9,6 +9,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, request, response};
 
 use super::config::{Origin, under};
+use super::headers::is_session_header;
 use super::headers::{
     MAX_API_BODY_BYTES, MAX_REQUEST_HEADER_BYTES, SESSION_STORE, add_session_headers,
     append_set_cookie, clean_response, client_ip, cookie_header, instruction_names, is_upgrade,
@@ -23,6 +24,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::platform::{unix_now_secs, with_timeout};
 use crate::request::RequestSession;
+use crate::session::ClientInfo;
 use crate::store::Touch;
 
 /// What the gateway does with a request, decided from its head alone.
@@ -58,6 +60,10 @@ pub struct Pending {
 enum State {
     /// A skip path: no session work.
     Skipped,
+    /// No `Cookie` header: an anonymous visitor, the store not asked. The
+    /// session is begun in [`Gateway::finish`] only if the origin sends
+    /// instructions.
+    Anonymous(ClientInfo),
     /// The session as loaded; the origin's instructions apply to it.
     Session(Box<RequestSession>),
     /// The store was unavailable and the policy is fail-open.
@@ -121,8 +127,10 @@ impl<B: Backend> Gateway<B> {
         };
         // Neither the session cookie nor the sync cookie reaches the origin,
         // on skip paths too: the origin gets the non-secret handle only.
-        remove_cookie(&mut parts.headers, &self.store().cookies().config().name);
-        remove_cookie(&mut parts.headers, &self.store().sync_cookie_name());
+        if parts.headers.contains_key(header::COOKIE) {
+            remove_cookie(&mut parts.headers, &self.store().cookies().config().name);
+            remove_cookie(&mut parts.headers, &self.store().sync_cookie_name());
+        }
         if let Some(refusal) = self.rewrite_for_origin(&mut parts, upgrade) {
             return Prepared::Respond(refusal);
         }
@@ -144,6 +152,9 @@ impl<B: Backend> Gateway<B> {
         parts: &mut request::Parts,
     ) -> std::result::Result<State, Response<Bytes>> {
         let client = self.client_of(&parts.headers, &parts.extensions);
+        if !parts.headers.contains_key(header::COOKIE) {
+            return Ok(State::Anonymous(client));
+        }
         let cookie = cookie_header(&parts.headers);
         let begun = self.within_deadline(self.store().begin(cookie.as_deref(), client));
         let state = match begun.await {
@@ -198,6 +209,21 @@ impl<B: Backend> Gateway<B> {
         }
         let mut touch = None;
         let (finished, personal) = match pending.state {
+            // No cookie and no instruction: nothing for the store to do.
+            State::Anonymous(_) if !head.headers.keys().any(is_session_header) => {
+                clean_response(&mut head.headers, upgrade);
+                (Finished::Pass(head), false)
+            }
+            // Instructions for a visitor without a session: begun now (no
+            // round trip without a cookie), committed as usual.
+            State::Anonymous(client) => match self.store().begin(None, client).await {
+                Ok(session) => {
+                    let (finished, cookie, due) = self.commit(session, head, upgrade).await;
+                    touch = due;
+                    (finished, cookie)
+                }
+                Err(e) => return (Finished::Replace(self.store_error(&e)), None),
+            },
             State::Skipped => {
                 clean_response(&mut head.headers, upgrade);
                 (Finished::Pass(head), false)
@@ -359,13 +385,30 @@ impl<B: Backend> Gateway<B> {
         });
         match &config.origin {
             Origin::Url(base) => {
-                let path_and_query = parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", http::uri::PathAndQuery::as_str);
-                match format!("{base}{path_and_query}").parse() {
-                    Ok(uri) => parts.uri = uri,
-                    Err(_) => return Some(bad_path()),
+                if let Some((scheme, authority)) = &self.origin_base {
+                    let mut uri = http::uri::Parts::default();
+                    uri.scheme = Some(scheme.clone());
+                    uri.authority = Some(authority.clone());
+                    uri.path_and_query = Some(
+                        parts
+                            .uri
+                            .path_and_query()
+                            .cloned()
+                            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+                    );
+                    match http::Uri::from_parts(uri) {
+                        Ok(uri) => parts.uri = uri,
+                        Err(_) => return Some(bad_path()),
+                    }
+                } else {
+                    let path_and_query = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", http::uri::PathAndQuery::as_str);
+                    match format!("{base}{path_and_query}").parse() {
+                        Ok(uri) => parts.uri = uri,
+                        Err(_) => return Some(bad_path()),
+                    }
                 }
             }
             // The request keeps its own (absolute) URL.
