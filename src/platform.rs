@@ -5,7 +5,7 @@
 //!   (Lambda and tokio need `Send` futures) and empty on wasm32, where
 //!   JavaScript-backed values such as reqwest's responses are not `Send`.
 //! - `sleep` is tokio's timer on native targets and a JavaScript timer on wasm32.
-//! - `unix_now_secs` is the system clock on native targets and JavaScript's
+//! - `unix_now_ms` is the system clock on native targets and JavaScript's
 //!   `Date.now()` on wasm32.
 
 use std::time::Duration;
@@ -29,13 +29,6 @@ mod imp {
 
     pub(crate) async fn sleep(duration: Duration) {
         tokio::time::sleep(duration).await;
-    }
-
-    /// Seconds since the Unix epoch.
-    pub(crate) fn unix_now_secs() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
     }
 
     /// Milliseconds since the Unix epoch.
@@ -67,13 +60,8 @@ mod imp {
         gloo_timers::future::sleep(duration).await;
     }
 
-    /// Seconds since the Unix epoch (`std::time::SystemTime` panics on
+    /// Milliseconds since the Unix epoch (`std::time::SystemTime` panics on
     /// wasm32-unknown-unknown; JavaScript's clock answers).
-    pub(crate) fn unix_now_secs() -> u64 {
-        (js_sys::Date::now() / 1000.0) as u64
-    }
-
-    /// Milliseconds since the Unix epoch.
     pub(crate) fn unix_now_ms() -> u64 {
         js_sys::Date::now() as u64
     }
@@ -87,8 +75,8 @@ mod imp {
 
 #[cfg(feature = "rest")]
 pub(crate) use imp::is_connect_error;
+pub(crate) use imp::unix_now_ms;
 pub use imp::{MaybeSend, MaybeSync};
-pub(crate) use imp::{unix_now_ms, unix_now_secs};
 
 /// Waits for `duration` on the current target's timer.
 pub(crate) async fn sleep(duration: Duration) {

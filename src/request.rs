@@ -7,17 +7,14 @@
 //! # ) -> edge_session::Result<()> {
 //! use edge_session::ClientInfo;
 //!
-//! // No cookie (or a bad one): no Redis call. A valid cookie: one HGETALL
-//! // (a due slide comes back as `Commit::touch`, to run after the response).
+//! // No cookie (or a bad one): no Redis call. A valid cookie: one HGETALL.
 //! let mut session = store.begin(cookie_header, ClientInfo::default()).await?;
 //! let visits: i64 = session.get("visits")?.unwrap_or(0);
 //! session.changes().incr("visits", 1)?;
-//! // One round trip writes the changed fields (nothing at all if nothing changed).
+//! // One round trip writes the changed fields (nothing at all if nothing
+//! // changed, but the slide the read found due, at most once per touch
+//! // interval; `commit_deferred` hands that back to run after the response).
 //! let commit = store.commit(session).await?;
-//! if let Some(touch) = commit.touch.clone() {
-//!     // after sending the response: the slide the read found due
-//!     store.touch(touch).await?;
-//! }
 //! if let Some(set_cookie) = commit.set_cookie {
 //!     // add a `Set-Cookie: {set_cookie}` header to the response
 //! #   let _ = (set_cookie, visits);
@@ -58,7 +55,7 @@ use crate::backend::{Backend, SyncToken};
 use crate::cookie::{SameSitePolicy, SessionHandle, SessionToken};
 use crate::error::{Error, Result};
 use crate::session::{Applied, Changes, ClientInfo, Session};
-use crate::store::{Read, SessionStore, Touch};
+use crate::store::{SessionStore, Touch};
 
 /// What a request asked for at logout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +84,9 @@ pub struct RequestSession {
 
 impl RequestSession {
     /// True when the read found a slide due (at most once per touch interval
-    /// per session): [`SessionStore::commit`] slides when it writes, or hands
-    /// it back in [`Commit::touch`] to run after the response.
+    /// per session): [`SessionStore::commit`] runs it (in the write, or on
+    /// its own), [`SessionStore::commit_deferred`] hands it back in
+    /// [`Commit::touch`] to run after the response.
     pub fn slide_due(&self) -> bool {
         self.slide_due && self.session.is_some()
     }
@@ -167,9 +165,10 @@ pub struct Commit {
     /// A `Set-Cookie` header value for the sync cookie, after a write to a
     /// store that issues sync tokens (see the module docs).
     pub sync_cookie: Option<String>,
-    /// A slide the read found due, when the commit did not write (a write
-    /// slides itself): run it after the response with
-    /// [`SessionStore::touch`], so the reply does not wait for it.
+    /// From [`SessionStore::commit_deferred`]: a slide the read found due,
+    /// when the commit did not write (a write slides itself); run it after
+    /// the response with [`SessionStore::touch`], so the reply does not wait
+    /// for it. Always `None` from [`SessionStore::commit`], which runs it.
     pub touch: Option<Touch>,
 }
 
@@ -199,16 +198,8 @@ impl<B: Backend> SessionStore<B> {
         let mut slide_due = false;
         let (token, needs_resign, session) = match verified {
             Some(v) => {
-                // One HGETALL; a session written before `_exp` existed takes
-                // the load-and-slide script once (it writes `_exp`).
-                let loaded = match self.read(&v.token).await? {
-                    Read::Gone => None,
-                    Read::Live(session, due) => {
-                        slide_due = due;
-                        Some(*session)
-                    }
-                    Read::Legacy => self.load_sliding(&v.token).await?,
-                };
+                let (loaded, due) = self.read_live(&v.token).await?;
+                slide_due = due;
                 match self.check_binding(loaded, &client) {
                     // Bound elsewhere: an anonymous visitor, who can neither
                     // use nor end that session, and whose cookie is left alone.
@@ -376,8 +367,35 @@ impl<B: Backend> SessionStore<B> {
     }
 
     /// Applies what the request did to its session, in at most one round trip
-    /// (see the module docs), and says which cookies to send.
+    /// (see the module docs), and says which cookies to send. A slide the
+    /// read found due runs here too when nothing was written (a write slides
+    /// itself): one more round trip, at most once per touch interval per
+    /// session, so a session that is only read still slides. A failed slide
+    /// is logged, not an error (the next read finds it still due).
+    /// [`Self::commit_deferred`] hands it back instead, to run after the
+    /// response.
     pub async fn commit(&self, request: RequestSession) -> Result<Commit> {
+        let mut commit = self.commit_deferred(request).await?;
+        if let Some(touch) = commit.touch.take() {
+            let sync = touch.sync.clone();
+            let before = sync.get();
+            match self.touch(touch).await {
+                Err(e) => log::warn!("edge-session: the slide of a read session failed: {e}"),
+                Ok(()) => match sync.get() {
+                    Some(token) if Some(&token) != before.as_ref() => {
+                        commit.sync_cookie = self.sync_set_cookie(&token);
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(commit)
+    }
+
+    /// [`Self::commit`] without the due slide: it comes back in
+    /// [`Commit::touch`], for the caller to run with [`Self::touch`] once the
+    /// response is on its way (the gateway does).
+    pub async fn commit_deferred(&self, request: RequestSession) -> Result<Commit> {
         let sync = request.sync.clone();
         let before = sync.get();
         let mut commit = sync.scope(self.commit_unsynced(request)).await?;

@@ -348,15 +348,25 @@ impl<B: Backend> SessionStore<B> {
     /// load-and-slide script runs too, in a second round trip. A dead session
     /// a read finds is left to its TTL (writes never resurrect it).
     pub async fn load(&self, token: &SessionToken) -> Result<Option<Session>> {
-        match self.read(token).await? {
-            Read::Gone => Ok(None),
-            Read::Live(session, false) => Ok(Some(*session)),
-            Read::Live(_, true) | Read::Legacy => self.load_sliding(token).await,
+        match self.read_live(token).await? {
+            (Some(_), true) => self.load_sliding(token).await,
+            (session, _) => Ok(session),
         }
     }
 
-    /// The plain read of [`Self::load`]: one `HGETALL`.
-    pub(crate) async fn read(&self, token: &SessionToken) -> Result<Read> {
+    /// The plain read of [`Self::load`], and whether a slide is due. A
+    /// session written before `_exp` existed takes the load-and-slide script
+    /// once (it writes `_exp`), so it comes back slid.
+    pub(crate) async fn read_live(&self, token: &SessionToken) -> Result<(Option<Session>, bool)> {
+        Ok(match self.read(token).await? {
+            Read::Gone => (None, false),
+            Read::Live(session, due) => (Some(*session), due),
+            Read::Legacy => (self.load_sliding(token).await?, false),
+        })
+    }
+
+    /// One `HGETALL`, judged by the hash's metadata.
+    async fn read(&self, token: &SessionToken) -> Result<Read> {
         let key = self.inner.layout.session(token);
         let reply = backend::query(&self.backend, Command::new("HGETALL").arg(key)).await?;
         let flat = match reply {
@@ -508,14 +518,14 @@ impl<B: Backend> SessionStore<B> {
             handle: token.handle(),
             user: user.map(str::to_owned),
         });
-        self.emit_capped(user, capped);
+        self.emit_destroyed(user, capped);
         Ok((token, applied))
     }
 
-    /// Lifecycle events for the sessions of `user` a login ended to keep
-    /// within `SESSION_MAX_SESSIONS_PER_USER`.
-    fn emit_capped(&self, user: Option<&str>, capped: Vec<SessionHandle>) {
-        for handle in capped {
+    /// A [`SessionEvent::Destroyed`] for each of the sessions of `user` that
+    /// a revocation or a login's per-user cap ended.
+    fn emit_destroyed(&self, user: Option<&str>, ended: Vec<SessionHandle>) {
+        for handle in ended {
             self.emit(SessionEvent::Destroyed {
                 handle,
                 user: user.map(str::to_owned),
@@ -689,7 +699,7 @@ impl<B: Backend> SessionStore<B> {
             new: token.handle(),
             user: user.to_owned(),
         });
-        self.emit_capped(Some(user), capped);
+        self.emit_destroyed(Some(user), capped);
         Ok((token, applied))
     }
 
@@ -755,12 +765,7 @@ impl<B: Backend> SessionStore<B> {
             let reply = self.run_global_one(call, Retry::Idempotent).await?;
             let (more, gone) = parse_revoked(reply)?;
             total += gone.len() as u64;
-            for handle in gone {
-                self.emit(SessionEvent::Destroyed {
-                    handle,
-                    user: Some(user.to_owned()),
-                });
-            }
+            self.emit_destroyed(Some(user), gone);
             if !more {
                 break;
             }
@@ -1004,7 +1009,7 @@ fn fill_session(
 }
 
 /// What a plain read found.
-pub(crate) enum Read {
+enum Read {
     /// No live session.
     Gone,
     /// A live session; true when a slide is due.

@@ -770,7 +770,7 @@ async fn a_due_slide_runs_after_the_response(kind: Kind) {
         .await
         .unwrap();
     assert!(request.slide_due());
-    let commit = h.store.commit(request).await.unwrap();
+    let commit = h.store.commit_deferred(request).await.unwrap();
     let touch = commit.touch.expect("the due slide is handed back");
     assert_eq!(
         h.redis.store_commands(),
@@ -794,4 +794,19 @@ async fn a_due_slide_runs_after_the_response(kind: Kind) {
         .unwrap();
     assert!(!request.slide_due());
     assert!(h.store.commit(request).await.unwrap().touch.is_none());
+    // A caller that does not defer it (plain `commit`, as every library user
+    // and wrapper calls it) gets the due slide run by the commit itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let request = h
+        .store
+        .begin(Some(&header), ClientInfo::default())
+        .await
+        .unwrap();
+    assert!(request.slide_due());
+    assert!(h.store.commit(request).await.unwrap().touch.is_none());
+    let slid = exp();
+    assert!(slid > after, "the commit slid the session");
+    for set in ["es:{g}:active", "es:{g}:ix:tenant:acme"] {
+        assert_eq!(score(set), Some(as_score(slid)), "{set}");
+    }
 }

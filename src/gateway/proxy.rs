@@ -22,7 +22,7 @@ use super::signature::{self, SIGNATURE};
 use super::{Gateway, OutagePolicy};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::platform::{unix_now_secs, with_timeout};
+use crate::platform::{unix_now_ms, with_timeout};
 use crate::request::RequestSession;
 use crate::session::ClientInfo;
 use crate::store::Touch;
@@ -305,7 +305,10 @@ impl<B: Backend> Gateway<B> {
         if let Err(e) = instructions.apply(&mut session) {
             return refused(&e.to_string());
         }
-        let commit = match self.within_deadline(self.store().commit(session)).await {
+        let commit = match self
+            .within_deadline(self.store().commit_deferred(session))
+            .await
+        {
             Ok(c) => c,
             Err(e) if instructions::is_instruction_fault(&e) => return refused(&e.to_string()),
             Err(e) if self.fails_open(&e) => {
@@ -435,7 +438,7 @@ impl<B: Backend> Gateway<B> {
                 secret,
                 parts.method.as_str(),
                 path_and_query,
-                unix_now_secs(),
+                unix_now_ms() / 1000,
                 &parts.headers,
             );
             if let Ok(value) = HeaderValue::from_str(&value) {
